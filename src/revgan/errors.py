@@ -16,9 +16,18 @@ class UserError(Exception):
     """A mistake the user can fix (bad path, flag, file or size). Printed as one line."""
 
 
+def one_line(message: str) -> str:
+    """The user-facing line of a message; errors re-raised from data-loader workers carry
+    the worker's traceback before it."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    last = lines[-1] if lines else "unknown error"
+    prefix = "revgan.errors.UserError: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
 def fail(message: str) -> None:
     """Print ``revgan: error: message`` on stderr and exit with code 2."""
-    print(f"revgan: error: {message}", file=sys.stderr)
+    print(f"revgan: error: {one_line(message)}", file=sys.stderr)
     raise SystemExit(EXIT_USER_ERROR)
 
 

@@ -1,0 +1,111 @@
+"""The ``revgan`` command: train, test, demo, translate, eval, fid, bench, export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError, exits_cleanly
+
+COMMANDS = {
+    "train": "train a model (the reference's train.py flags)",
+    "test": "test a trained model on a split and write an HTML page",
+    "demo": "generate a small dataset, train and test RevGAN on it (no download)",
+    "translate": "translate an image/volume or a folder with a trained model",
+    "eval": "metrics (MAE, MSE, PSNR, SSIM, cycle error) of a results folder",
+    "fid": "FID and KID between two image folders (needs revgan[fid])",
+    "bench": "memory/speed benchmark of the reversible core, as a markdown report",
+    "export": "export one translation direction to ONNX or TorchScript",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: revgan <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    lines += ["", "Run 'revgan <command> --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def cmd_train(argv: list[str]) -> None:
+    from .options import parse_options
+    from .training import train
+
+    opt = parse_options(argv, is_train=True)
+    run_dir = train(opt)
+    print(f"training finished; checkpoints in {run_dir}, page {run_dir / 'web' / 'index.html'}")
+
+
+def cmd_test(argv: list[str]) -> None:
+    from .options import parse_options
+    from .testing import run_test
+
+    opt = parse_options(argv, is_train=False)
+    out = run_test(opt)
+    print(f"results in {out / 'index.html'}")
+
+
+def cmd_demo(argv: list[str]) -> None:
+    from .demo import main as demo_main
+
+    demo_main(argv)
+
+
+def cmd_translate(argv: list[str]) -> None:
+    from .translate import main as translate_main
+
+    translate_main(argv)
+
+
+def cmd_eval(argv: list[str]) -> None:
+    import json
+
+    from .evaluate import evaluate_results
+
+    parser = argparse.ArgumentParser(prog="revgan eval", description=COMMANDS["eval"])
+    parser.add_argument("--results_dir", required=True,
+                        help="a test results folder (results/<name>/test_<epoch>)")
+    args = parser.parse_args(argv)
+    summary = evaluate_results(args.results_dir)
+    print(json.dumps(summary, indent=1))
+
+
+def cmd_fid(argv: list[str]) -> None:
+    import json
+
+    from .fid import compute_fid_kid
+
+    parser = argparse.ArgumentParser(prog="revgan fid", description=COMMANDS["fid"])
+    parser.add_argument("real_dir")
+    parser.add_argument("fake_dir")
+    parser.add_argument("--batch_size", type=int, default=16)
+    args = parser.parse_args(argv)
+    print(json.dumps(compute_fid_kid(args.real_dir, args.fake_dir,
+                                     batch_size=args.batch_size), indent=1))
+
+
+def cmd_bench(argv: list[str]) -> None:
+    from .bench import main as bench_main
+
+    bench_main(argv)
+
+
+def cmd_export(argv: list[str]) -> None:
+    from .export import main as export_main
+
+    export_main(argv)
+
+
+@exits_cleanly
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise UserError(f"unknown command '{command}'; choose one of {', '.join(COMMANDS)}")
+    globals()[f"cmd_{command}"](rest)
+
+
+if __name__ == "__main__":
+    main()

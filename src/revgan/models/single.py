@@ -1,0 +1,30 @@
+"""``--model test``: one direction of a trained generator, for inference only."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from .base import BaseModel, build_generator
+
+
+class SingleDirectionModel(BaseModel):
+    """Loads ``net_G`` of any trained model and translates ``--direction`` only."""
+
+    def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
+        super().__init__(opt, device)
+        self.nets["G"] = build_generator(opt, generator)
+        source, target = ("A", "B") if opt.direction == "AtoB" else ("B", "A")
+        self.visual_names = [f"real_{source}", f"fake_{target}"]
+        self.setup()
+
+    def set_input(self, data: dict) -> None:
+        # the single dataset puts every input under "A", whichever domain it comes from
+        self.real = data["A"].to(self.device)
+        paths = data["A_paths"]
+        self.image_paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
+
+    def test_visuals(self) -> dict[str, torch.Tensor]:
+        fake = self.translate(self.real, self.opt.direction)
+        return dict(zip(self.visual_names, (self.real, fake)))

@@ -1,0 +1,105 @@
+"""The CycleGAN objective: adversarial + cycle consistency + identity, no pairs needed.
+
+``unpaired_revgan`` uses one generator whose reverse direction is the inverse of the same
+reversible core; ``cycle_gan`` uses two independent ResNet/U-Net generators.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..losses import GANLoss, gradient_penalty
+from .base import BaseModel, build_discriminator, build_generator
+from .pool import ImagePool
+
+
+class UnpairedModel(BaseModel):
+    loss_names = ["D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"]
+
+    def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
+        super().__init__(opt, device)
+        self.nets["G"] = build_generator(opt, generator)
+        self.visual_names = ["real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"]
+        if self.is_train:
+            if opt.lambda_identity > 0 and opt.input_nc != opt.output_nc:
+                raise UserError(f"the identity loss needs equal channels in A and B "
+                                f"({opt.input_nc} vs {opt.output_nc}); pass "
+                                "--lambda_identity 0")
+            if opt.lambda_identity > 0:
+                self.visual_names += ["idt_B", "idt_A"]
+            # D_A judges domain B (outputs of A→B), D_B judges domain A, as upstream.
+            self.nets["D_A"] = build_discriminator(opt, opt.output_nc)
+            self.nets["D_B"] = build_discriminator(opt, opt.input_nc)
+            self.pools = {"A": ImagePool(opt.pool_size), "B": ImagePool(opt.pool_size)}
+            self.gan = GANLoss(opt.gan_mode)
+            self.l1 = nn.L1Loss()
+            self.make_optimizer("G", [self.nets["G"]])
+            self.make_optimizer("D", [self.nets["D_A"], self.nets["D_B"]])
+        self.setup()
+
+    def forward(self) -> None:
+        G = self.nets["G"]
+        self.fake_B = G(self.real_A, "AtoB")
+        self.rec_A = G(self.fake_B, "BtoA")
+        self.fake_A = G(self.real_B, "BtoA")
+        self.rec_B = G(self.fake_A, "AtoB")
+
+    def _generator_loss(self) -> torch.Tensor:
+        opt, G = self.opt, self.nets["G"]
+        lam_idt = opt.lambda_identity
+        if lam_idt > 0:
+            self.idt_A = G(self.real_B, "AtoB")
+            self.idt_B = G(self.real_A, "BtoA")
+            loss_idt_A = self.l1(self.idt_A.float(), self.real_B) * opt.lambda_B * lam_idt
+            loss_idt_B = self.l1(self.idt_B.float(), self.real_A) * opt.lambda_A * lam_idt
+        else:
+            loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
+        loss_G_A = self.gan(self.plain("D_A")(self.fake_B), True, for_discriminator=False)
+        loss_G_B = self.gan(self.plain("D_B")(self.fake_A), True, for_discriminator=False)
+        loss_cycle_A = self.l1(self.rec_A.float(), self.real_A) * opt.lambda_A
+        loss_cycle_B = self.l1(self.rec_B.float(), self.real_B) * opt.lambda_B
+        self.record(G_A=loss_G_A, G_B=loss_G_B, cycle_A=loss_cycle_A, cycle_B=loss_cycle_B,
+                    idt_A=loss_idt_A, idt_B=loss_idt_B)
+        return loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+
+    def _discriminator_loss(self, D: nn.Module, real: torch.Tensor,
+                            fake: torch.Tensor) -> torch.Tensor:
+        loss = 0.5 * (self.gan(D(real), True) + self.gan(D(fake.detach()), False))
+        if self.opt.gan_mode == "wgangp":
+            loss = loss + gradient_penalty(D, real, fake, self.opt.lambda_gp)
+        return loss
+
+    def optimize_parameters(self) -> None:
+        D_A, D_B = self.nets["D_A"], self.nets["D_B"]
+        with self.autocast():
+            self.forward()
+            self.set_requires_grad([D_A, D_B], False)
+            loss_G = self._generator_loss()
+        self.apply_step("G", loss_G)
+        self.set_requires_grad([D_A, D_B], True)
+        fake_B = self.pools["B"].query(self.fake_B.detach())
+        fake_A = self.pools["A"].query(self.fake_A.detach())
+        for _ in range(self.opt.D_rollout):
+            with self.autocast():
+                loss_D_A = self._discriminator_loss(D_A, self.real_B, fake_B)
+                loss_D_B = self._discriminator_loss(D_B, self.real_A, fake_A)
+            self.apply_step("D", loss_D_A + loss_D_B)
+        self.record(D_A=loss_D_A, D_B=loss_D_B)
+
+    def test_visuals(self) -> dict[str, torch.Tensor]:
+        out = {"real_A": self.real_A}
+        out["fake_B"] = self.translate(self.real_A, "AtoB")
+        out["rec_A"] = self.translate(out["fake_B"], "BtoA")
+        if self.real_B is not None:
+            out["real_B"] = self.real_B
+            out["fake_A"] = self.translate(self.real_B, "BtoA")
+            out["rec_B"] = self.translate(out["fake_A"], "AtoB")
+        return out
+
+    def train_visuals(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name).detach() for name in self.visual_names
+                if getattr(self, name, None) is not None}

@@ -1,0 +1,144 @@
+"""Metrics against hand-computed values and a direct numpy SSIM; visuals and plots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from revgan.errors import UserError
+from revgan.metrics import (
+    cycle_metrics,
+    cycle_metrics_per_item,
+    paired_metrics,
+    paired_metrics_per_item,
+    ssim_kernel_size,
+)
+from revgan.plots import plot_curves
+from revgan.visuals import save_display_png, to_display
+
+
+def _numpy_ssim(x: np.ndarray, y: np.ndarray, data_range: float, k: int, sigma: float) -> float:
+    """Wang et al. 2004 SSIM of two H×W arrays: Gaussian window, reflect-padded borders."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    half = k // 2
+    g = np.exp(-0.5 * (np.arange(-half, half + 1) / sigma) ** 2)
+    w = np.outer(g, g) / np.outer(g, g).sum()
+
+    def local_mean(a: np.ndarray) -> np.ndarray:
+        p = np.pad(a, half, mode="reflect")
+        out = np.zeros_like(a)
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = (p[i:i + k, j:j + k] * w).sum()
+        return out
+
+    mx, my = local_mean(x), local_mean(y)
+    vx = np.maximum(local_mean(x * x) - mx**2, 0)
+    vy = np.maximum(local_mean(y * y) - my**2, 0)
+    cxy = local_mean(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+def test_constant_offset_exact() -> None:
+    target = torch.rand(2, 1, 12, 12) * 1.6 - 0.8
+    pred = target + 0.1
+    m = paired_metrics(pred, target, data_range=2.0)
+    assert m["MAE"] == pytest.approx(0.1, abs=1e-6)
+    assert m["MSE"] == pytest.approx(0.01, abs=1e-6)
+    assert m["PSNR"] == pytest.approx(10 * math.log10(2.0**2 / 0.01), abs=1e-4)
+    # same offset in 8-bit units: range 255, offset 12.75 -> same PSNR
+    m255 = paired_metrics((pred + 1) * 127.5, (target + 1) * 127.5, data_range=255.0)
+    assert m255["MAE"] == pytest.approx(12.75, abs=1e-3)
+    assert m255["PSNR"] == pytest.approx(m["PSNR"], abs=1e-4)
+
+
+def test_identical_images() -> None:
+    x = torch.rand(3, 2, 16, 16)
+    rows = paired_metrics_per_item(x, x, 1.0)
+    assert len(rows) == 3
+    for r in rows:
+        assert r["MAE"] == 0 and r["MSE"] == 0
+        assert r["SSIM"] == pytest.approx(1.0, abs=1e-9)
+        assert math.isinf(r["PSNR"])
+
+
+def test_ssim_matches_numpy_formula() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16))
+    y = np.clip(x + 0.2 * rng.standard_normal((16, 16)), 0, 1)
+    ref = _numpy_ssim(x, y, 1.0, k=11, sigma=1.5)
+    got = paired_metrics(torch.from_numpy(y)[None, None], torch.from_numpy(x)[None, None], 1.0)
+    assert got["SSIM"] == pytest.approx(ref, abs=1e-6)
+    assert 0.1 < ref < 0.99  # a non-trivial case
+
+
+def test_ssim_tiny_image_uses_smaller_window() -> None:
+    assert ssim_kernel_size((8, 20)) == 7
+    assert ssim_kernel_size((64, 64, 64)) == 11
+    assert ssim_kernel_size((5, 9)) == 5
+    rng = np.random.default_rng(1)
+    x, y = rng.random((8, 9)), rng.random((8, 9))
+    ref = _numpy_ssim(x, y, 1.0, k=7, sigma=1.5 * 7 / 11)
+    got = paired_metrics(torch.from_numpy(y)[None, None], torch.from_numpy(x)[None, None], 1.0)
+    assert got["SSIM"] == pytest.approx(ref, abs=1e-6)
+
+
+def test_3d_metrics_and_per_item_order() -> None:
+    target = torch.rand(2, 1, 6, 12, 12)
+    pred = target.clone()
+    pred[1] += 0.05
+    rows = paired_metrics_per_item(pred, target, 1.0)
+    assert rows[0]["SSIM"] == pytest.approx(1.0, abs=1e-9) and math.isinf(rows[0]["PSNR"])
+    assert rows[1]["MAE"] == pytest.approx(0.05, abs=1e-6)
+    assert rows[1]["PSNR"] == pytest.approx(10 * math.log10(1 / 0.05**2), abs=1e-3)
+    assert rows[1]["SSIM"] < 1.0
+
+
+def test_cycle_metrics() -> None:
+    real = torch.zeros(1, 1, 8, 8)
+    rec = real + 0.5
+    assert cycle_metrics(real, rec, 2.0) == pytest.approx(
+        {"L1": 0.5, "PSNR": 10 * math.log10(4 / 0.25)})
+    assert len(cycle_metrics_per_item(torch.zeros(3, 1, 4, 4), torch.ones(3, 1, 4, 4), 2.0)) == 3
+
+
+def test_metric_errors_are_user_errors() -> None:
+    with pytest.raises(UserError):
+        paired_metrics(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9), 2.0)
+    with pytest.raises(UserError):
+        paired_metrics(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), 0.0)
+
+
+def test_to_display_2d_and_3d(tmp_path) -> None:
+    gray = torch.linspace(-1, 1, 20).view(1, 4, 5)
+    out = to_display(gray)
+    assert out.shape == (4, 5, 3) and out.dtype == np.uint8
+    assert out[0, 0].tolist() == [0, 0, 0] and out[-1, -1].tolist() == [255, 255, 255]
+    rgb = -torch.ones(1, 3, 4, 5)
+    rgb[:, 0] = 1.0
+    assert to_display(rgb)[0, 0].tolist() == [255, 0, 0]
+    assert to_display(torch.zeros(2, 4, 5)).shape == (4, 5, 3)  # first channel
+    vol = -torch.ones(1, 1, 6, 8, 10)  # D=6, H=8, W=10 (black)
+    vol[0, 0, 3] = 1.0  # the axial mid-slice is white
+    m = to_display(vol)
+    # axial H×W = 8×10, coronal D×W = 6×10, sagittal D×H = 6×8, 2 px gaps
+    assert m.shape == (8, 10 + 2 + 10 + 2 + 8, 3)
+    assert (m[:, :10] == 255).all()
+    assert (m[:, 10:12] == 0).all()  # gap
+    assert (m[3, 12:22] == 255).all() and (m[2, 12:22] == 0).all()  # row D=3 in coronal
+    assert to_display(vol[0], dims=3).shape == m.shape
+    path = save_display_png(vol, tmp_path / "v.png")
+    assert np.asarray(Image.open(path)).shape == m.shape
+
+
+def test_plot_curves(tmp_path) -> None:
+    path = plot_curves({"G_A": [(0.1, 1.0), (0.5, 0.7), (1.0, float("inf"))], "D_A": []},
+                       tmp_path / "c.png", "losses", "loss")
+    with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+    assert plot_curves({}, tmp_path / "empty.png", "t", "y").is_file()
