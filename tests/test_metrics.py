@@ -142,3 +142,114 @@ def test_plot_curves(tmp_path) -> None:
     with Image.open(path) as im:
         assert im.size[0] > 100 and im.size[1] > 100
     assert plot_curves({}, tmp_path / "empty.png", "t", "y").is_file()
+
+
+# --- evaluate_results on tiny results folders ----------------------------------------------
+
+
+def _save_gray(path, array, dtype) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, dtype=dtype)).save(path)
+
+
+def test_evaluate_paired_2d_and_3d(tmp_path) -> None:
+    import json
+
+    import nibabel as nib
+
+    from revgan.evaluate import evaluate_results, page_tables, read_metrics_csv
+
+    images = tmp_path / "images"
+    ramp8 = np.tile(np.arange(0, 200, 10), (12, 1))  # 12×20, values 0..190
+    for item in ("a", "b"):
+        _save_gray(images / "real_B" / f"{item}.png", ramp8, np.uint8)
+        _save_gray(images / "fake_B" / f"{item}.png", ramp8 + 10, np.uint8)
+    ramp16 = ramp8 * 300
+    _save_gray(images / "real_A" / "a.png", ramp16, np.uint16)
+    _save_gray(images / "fake_A" / "a.png", ramp16 + 1000, np.uint16)
+    _save_gray(images / "rec_A" / "a.png", ramp16, np.uint16)  # perfect cycle
+    # a volume item (float NIfTI, range 0..500) with its montage PNG that must be ignored
+    vol = np.linspace(0, 500, 8 * 12 * 12, dtype=np.float32).reshape(8, 12, 12)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(images / "real_B" / "v.nii.gz"))
+    nib.save(nib.Nifti1Image(vol + 5, np.eye(4)), str(images / "fake_B" / "v.nii.gz"))
+    for label in ("real_B", "fake_B"):
+        _save_gray(images / label / "v.png", np.zeros((4, 4)), np.uint8)
+
+    summary = evaluate_results(tmp_path)
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    by_key = {(r["pair"], r["item"]): r for r in rows}
+    assert set(by_key) == {("fake_B_vs_real_B", "a"), ("fake_B_vs_real_B", "b"),
+                           ("fake_B_vs_real_B", "v"), ("fake_A_vs_real_A", "a"),
+                           ("rec_A_vs_real_A", "a")}
+    r8 = by_key[("fake_B_vs_real_B", "a")]
+    assert r8["MAE_file"] == pytest.approx(10.0) and r8["MSE_file"] == pytest.approx(100.0)
+    assert r8["data_range_file"] == 255.0
+    assert r8["PSNR_file"] == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-6)
+    assert r8["MAE_norm"] == pytest.approx(10 * 2 / 255, abs=1e-6)
+    assert r8["PSNR_norm"] == pytest.approx(r8["PSNR_file"], abs=1e-4)
+    r16 = by_key[("fake_A_vs_real_A", "a")]
+    assert r16["MAE_file"] == pytest.approx(1000.0, abs=1e-3)
+    assert r16["data_range_file"] == 65535.0
+    assert r16["PSNR_file"] == pytest.approx(10 * math.log10(65535**2 / 1000**2), abs=1e-5)
+    rv = by_key[("fake_B_vs_real_B", "v")]
+    assert rv["data_range_file"] == pytest.approx(500.0)
+    assert rv["MAE_file"] == pytest.approx(5.0, abs=1e-4)
+    assert rv["MAE_norm"] == pytest.approx(5.0 * 2 / 500, abs=1e-6)
+    assert rv["PSNR_file"] == pytest.approx(10 * math.log10(500**2 / 25), abs=1e-4)
+    assert 0 < rv["SSIM_file"] < 1
+    cyc = by_key[("rec_A_vs_real_A", "a")]
+    assert cyc["L1_file"] == 0 and math.isinf(cyc["PSNR_file"]) and "SSIM_file" not in cyc
+
+    stats = summary["pairs"]["fake_B_vs_real_B"]
+    assert stats["count"] == 3 and stats["kind"] == "paired"
+    expected_mae = (10 + 10 + 5) / 3
+    assert stats["metrics"]["MAE_file"]["mean"] == pytest.approx(expected_mae, abs=1e-4)
+    assert stats["metrics"]["MAE_file"]["std"] == pytest.approx(
+        np.std([10, 10, 5]), abs=1e-4)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["pairs"]["rec_A_vs_real_A"]["metrics"]["PSNR_file"]["mean"] is None  # inf
+
+    per_item, flat = page_tables(tmp_path)
+    assert per_item["a"]["fake_B_vs_real_B/MAE_file"] == pytest.approx(10.0)
+    assert flat["fake_B_vs_real_B/MAE_file"] == pytest.approx(expected_mae, abs=1e-4)
+    assert math.isinf(flat["rec_A_vs_real_A/PSNR_file"])
+
+
+def test_evaluate_unpaired_uses_cycle_pairs(tmp_path) -> None:
+    from revgan.evaluate import evaluate_results, read_metrics_csv
+
+    images = tmp_path / "images"
+    base = np.tile(np.arange(20, 220, 10), (16, 1))
+    _save_gray(images / "real_A" / "horse1.png", base, np.uint8)
+    _save_gray(images / "fake_B" / "horse1.png", base[::-1], np.uint8)
+    _save_gray(images / "rec_A" / "horse1.png", base + 4, np.uint8)
+    _save_gray(images / "real_B" / "zebra1.png", base, np.uint8)
+    _save_gray(images / "fake_A" / "zebra1.png", base[:, ::-1], np.uint8)
+    _save_gray(images / "rec_B" / "zebra1.png", base - 2, np.uint8)
+
+    summary = evaluate_results(tmp_path, paired=False)
+    assert set(summary["pairs"]) == {"rec_A_vs_real_A", "rec_B_vs_real_B"}
+    rows = {r["pair"]: r for r in read_metrics_csv(tmp_path / "metrics.csv")}
+    assert rows["rec_A_vs_real_A"]["L1_file"] == pytest.approx(4.0)
+    assert rows["rec_B_vs_real_B"]["L1_norm"] == pytest.approx(2 * 2 / 255, abs=1e-6)
+    assert rows["rec_B_vs_real_B"]["PSNR_file"] == pytest.approx(
+        10 * math.log10(255**2 / 4), abs=1e-6)
+    assert rows["rec_A_vs_real_A"]["kind"] == "cycle"
+    # auto mode: item names differ between A and B, so no translation pairs either
+    assert set(evaluate_results(tmp_path)["pairs"]) == set(summary["pairs"])
+
+
+def test_evaluate_user_errors(tmp_path) -> None:
+    from revgan.evaluate import evaluate_results
+
+    with pytest.raises(UserError, match="results folder not found"):
+        evaluate_results(tmp_path / "nope")
+    (tmp_path / "images" / "real_A").mkdir(parents=True)
+    with pytest.raises(UserError, match="nothing to evaluate"):
+        evaluate_results(tmp_path)
+    with pytest.raises(UserError, match="no 'fake_B' folder"):
+        evaluate_results(tmp_path, pairs=[("fake_B", "real_B")])
+    _save_gray(tmp_path / "images" / "real_B" / "x.png", np.zeros((8, 8)), np.uint8)
+    _save_gray(tmp_path / "images" / "fake_B" / "x.png", np.zeros((8, 9)), np.uint8)
+    with pytest.raises(UserError, match="different shapes"):
+        evaluate_results(tmp_path)

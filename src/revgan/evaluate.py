@@ -8,8 +8,9 @@ PNG, TIFF, ...); 3D items are ``.nii.gz`` in input units, beside a ``.png`` mont
 Every comparison is reported twice:
 
 * ``*_file``: in the files' own units. Integer images: data range = the file's full scale
-  (255 for 8-bit, 65535 for 16-bit). Float data (NIfTI, float TIFF): data range =
-  ``max - min`` of the *target* item (1.0 if the target is constant).
+  (255 for 8-bit, 65535 for 16-bit); float images: the reader's value range. Volumes
+  (NIfTI/.npy/.npz, any dtype): data range = ``max - min`` of the *target* item (1.0 if the
+  target is constant).
 * ``*_norm``: in the networks' [-1, 1] space, data range 2. Images use the reader's mapping;
   volumes are mapped with the target's min/max (so ``PSNR_norm == PSNR_file`` for volumes).
 
@@ -34,7 +35,7 @@ from revgan.metrics import cycle_metrics_per_item, paired_metrics_per_item
 # (prediction label, target label); translation pairs need paired data, cycle pairs do not
 TRANSLATION_PAIRS: list[tuple[str, str]] = [("fake_B", "real_B"), ("fake_A", "real_A")]
 CYCLE_PAIRS: list[tuple[str, str]] = [("rec_A", "real_A"), ("rec_B", "real_B")]
-VOLUME_SUFFIXES = (".nii.gz", ".nii")
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm")
 CSV_NAME = "metrics.csv"
 JSON_NAME = "metrics.json"
@@ -104,6 +105,10 @@ def _load(path: Path, target: _Item | None) -> _Item:
     norm = torch.as_tensor(np.asarray(array), dtype=torch.float64).unsqueeze(0)
     lo, hi = (float(v) for v in meta.value_range)
     file_units = (norm + 1.0) * ((hi - lo) / 2.0) + lo
+    if meta.bit_depth in (8, 16):
+        # integer samples: undo the reader's float32 rounding so metrics are exact
+        file_units = file_units.round()
+        norm = (file_units - lo) * (2.0 / (hi - lo)) - 1.0
     return _Item(file=file_units, norm=norm, data_range=hi - lo, is_volume=False)
 
 

@@ -119,14 +119,23 @@ def translate_array(
 
     The input is normalised with ``normalizer_in`` fitted on it; the output is mapped back
     with ``normalizer_out`` fitted on the same input (see :mod:`revgan.intensity`).
+    Normalisation is pointwise, so it is applied window by window: memory beyond the input and
+    output arrays is MONAI's one-channel weight map plus one batch of windows in the network.
     """
     norm_in, norm_out = _normalizer(normalizer_in), _normalizer(normalizer_out)
-    array = np.asarray(array, dtype=np.float32)
-    x = torch.from_numpy(np.ascontiguousarray(norm_in.normalize(array, norm_in.fit(array))))
-    y = sliding_window_translate(fn, x[None], window_size, overlap=overlap, mode=mode,
-                                 sw_batch_size=sw_batch_size, device=device, multiple=multiple)
-    out = norm_out.denormalize(y[0].to(torch.float32).numpy(), output_stats(norm_out, array))
-    return np.asarray(out, dtype=np.float32)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not array.flags.writeable:  # torch.from_numpy wants writeable memory (only read here)
+        array = array.copy()
+    stats_in, stats_out = norm_in.fit(array), output_stats(norm_out, array)
+
+    def normalised_fn(window: Tensor) -> Tensor:
+        return fn(norm_in.normalize(window, stats_in))
+
+    y = sliding_window_translate(normalised_fn, torch.from_numpy(array)[None], window_size,
+                                 overlap=overlap, mode=mode, sw_batch_size=sw_batch_size,
+                                 device=device, multiple=multiple)
+    out = y[0].to(torch.float32).numpy()  # MONAI's fresh output buffer: safe to reuse
+    return np.asarray(norm_out.denormalize(out, stats_out, inplace=True), dtype=np.float32)
 
 
 def _normalizer(value: Normalizer | dict | str | None) -> Normalizer:

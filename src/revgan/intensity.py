@@ -75,9 +75,16 @@ class Normalizer:
             return volume
         return (volume - lo) * (2.0 / (hi - lo)) - 1.0
 
-    def denormalize(self, x: Array, stats: dict[str, float] | None = None) -> Array:
+    def denormalize(self, x: Array, stats: dict[str, float] | None = None,
+                    inplace: bool = False) -> Array:
+        """Map ``x`` from [-1, 1] back to input units (``inplace`` reuses ``x``'s memory)."""
         lo, hi = self._range(stats, None)
         if lo == -1.0 and hi == 1.0:
+            return x
+        if inplace:
+            x += 1.0
+            x *= (hi - lo) / 2.0
+            x += lo
             return x
         return (x + 1.0) * ((hi - lo) / 2.0) + lo
 

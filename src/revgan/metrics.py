@@ -2,8 +2,9 @@
 
 Tensors are ``N×C×H×W`` or ``N×C×D×H×W`` (a lone ``C×H×W`` image is accepted too).
 ``data_range`` is always explicit: networks work in [-1, 1], so pass ``data_range=2.0`` there;
-8-bit files use 255, 16-bit files 65535. PSNR and SSIM come from torchmetrics' functional API
-(SSIM there handles 2D and 3D inputs with one code path).
+8-bit files use 255, 16-bit files 65535. SSIM comes from torchmetrics' functional API (it
+handles 2D and 3D inputs with one code path); PSNR is ``10·log10(range²/MSE)`` computed here in
+float64 from the MSE (torchmetrics' PSNR goes through float32 and is off by ~1e-6 dB).
 
 SSIM uses a Gaussian window of 11 px (sigma 1.5) as in Wang et al. 2004. Images smaller than
 that cannot hold the window, so the window shrinks to ``k = min(11, smallest spatial size made
@@ -17,10 +18,7 @@ import math
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from revgan.errors import UserError
 
@@ -69,6 +67,12 @@ def ssim_per_item(pred: Tensor, target: Tensor, data_range: float) -> Tensor:
     )
 
 
+def _psnr(mse: Tensor, data_range: float) -> Tensor:
+    """10·log10(range² / MSE) in float64 (torchmetrics' PSNR rounds through float32);
+    ``inf`` where MSE is 0."""
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
 def _check_range(data_range: float) -> float:
     data_range = float(data_range)
     if not math.isfinite(data_range) or data_range <= 0:
@@ -89,9 +93,7 @@ def paired_metrics_per_item(
     diff = pred - target
     mae = diff.abs().mean(dim=reduce_dims)
     mse = diff.pow(2).mean(dim=reduce_dims)
-    psnr = peak_signal_noise_ratio(
-        pred, target, data_range=data_range, reduction="none", dim=reduce_dims
-    )
+    psnr = _psnr(mse, data_range)
     ssim = ssim_per_item(pred, target, data_range)
     return [
         {"MAE": float(a), "MSE": float(m), "PSNR": float(p), "SSIM": float(s)}
@@ -115,10 +117,9 @@ def cycle_metrics_per_item(
     data_range = _check_range(data_range)
     rec, real = _as_batch(rec, real)
     reduce_dims = tuple(range(1, real.dim()))
-    l1 = (rec - real).abs().mean(dim=reduce_dims)
-    psnr = peak_signal_noise_ratio(
-        rec, real, data_range=data_range, reduction="none", dim=reduce_dims
-    )
+    diff = rec - real
+    l1 = diff.abs().mean(dim=reduce_dims)
+    psnr = _psnr(diff.pow(2).mean(dim=reduce_dims), data_range)
     return [{"L1": float(a), "PSNR": float(p)} for a, p in zip(l1, psnr, strict=True)]
 
 

@@ -29,7 +29,9 @@ table { border-collapse: collapse; }
 td, th { padding: 4px 6px; vertical-align: top; text-align: center; }
 table.metrics td, table.metrics th { border: 1px solid #ccc; text-align: right; }
 table.metrics th { background: #f3f3f3; }
-td.label, .caption { font-size: 0.85em; color: #444; word-break: break-all; }
+.caption { font-size: 0.85em; color: #444; overflow-wrap: anywhere; }
+td.label { font-size: 0.9em; text-align: left; min-width: 8em; max-width: 16em;
+           overflow-wrap: anywhere; }
 img { image-rendering: pixelated; border: 1px solid #ddd; }
 """.strip()
 

@@ -92,6 +92,7 @@ def run_test(opt: argparse.Namespace) -> Path:
     page = ResultsPage(out, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}",
                        aspect_ratio=opt.aspect_ratio)
     count = min(len(dataset), opt.num_test)
+    matched = True  # unpaired test sets whose A and B files share names are pairs too
     with progress_bar(total=count, desc=f"test {opt.name}", disable=opt.no_progress) as bar:
         for index, data in enumerate(loader):
             if index >= count:
@@ -99,12 +100,15 @@ def run_test(opt: argparse.Namespace) -> Path:
             model.set_input(data)
             visuals = model.test()
             name = _item_name(model.image_paths[0])
+            if "B_paths" in data:
+                matched = matched and name == _item_name(data["B_paths"][0]) == _item_name(
+                    data["A_paths"][0])
             page.add_item(name, save_visuals(out, name, visuals, opt.dims, data, model))
             bar.update(1)
     if opt.eval_metrics:
         from .evaluate import evaluate_results, page_tables
 
-        evaluate_results(out)
+        evaluate_results(out, paired=matched and "B_paths" in data)
         page.set_metrics(*page_tables(out))
     page.save()
     return out

@@ -120,6 +120,11 @@ class Trainer:
         self.items = SeededItems(dataset, opt.seed)
         self.sampler = EpochSampler(len(dataset), opt.seed, not opt.serial_batches,
                                     self.dist.rank, self.dist.world)
+        self.val_dataset = None
+        if opt.val_freq:
+            from .validation import validation_options
+
+            self.val_dataset = create_dataset(validation_options(opt))
         self.model: BaseModel = create_model(opt, self.device)
         distributed.wrap_model(self.model, self.dist, opt)
         self.epoch, self.epoch_iter, self.total_iters = opt.epoch_count, 0, 0
@@ -199,7 +204,7 @@ class Trainer:
                           persistent_workers=False)
 
     def run(self) -> Path:
-        opt, model = self.opt, self.model
+        opt = self.opt
         last_epoch = opt.n_epochs + opt.n_epochs_decay + opt.epoch_count - 1
         total = (last_epoch - self.epoch + 1) * len(self.items)
         bar = progress_bar(total=total, desc=opt.name, disable=opt.no_progress
@@ -270,7 +275,7 @@ class Trainer:
     def _validate(self) -> float | None:
         from .validation import validate
 
-        results = validate(self.model, self.opt, self.device)
+        results = validate(self.model, self.opt, self.device, self.val_dataset)
         if not results:
             return None
         self.logger.log_metrics(self.total_iters, self.epoch, results)

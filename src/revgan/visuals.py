@@ -26,7 +26,7 @@ def _rgb(t: Tensor) -> np.ndarray:
         chw = t
     else:
         chw = t[:1].expand(3, *t.shape[1:])
-    x = ((chw.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = ((chw.nan_to_num(0.0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(1, 2, 0).contiguous().numpy()
 
 
