@@ -5,12 +5,12 @@ next). Memory is reported ABOVE the input and output arrays: peak heap in use du
 ``translate_array`` minus the heap in use just before it (which holds the input) minus the
 output's bytes. On CPU the heap is glibc's ``mallinfo2`` (main-arena bytes in use plus all
 mmapped chunks; the mmap threshold is pinned at 128 KiB so every large tensor is an mmapped
-chunk), sampled every millisecond in a thread; the RSS peak (ru_maxrss) above the RSS before
-the first call is reported alongside. Time comes from a separate, unsampled first run
-(pinning the mmap threshold makes every large tensor an mmap/munmap, which is slow). On CUDA
-(``--device cuda``) the windows run on the GPU and ``torch.cuda.max_memory_allocated`` is
-reported as well. Torch uses one thread by default: on a shared 2-core machine, thread
-synchronisation otherwise dominates small windows.
+chunk), sampled every millisecond in a thread, together with the resident set size (RSS,
+an upper bound: it also holds freed memory the allocator kept, sampled during the first run).
+Time comes from that first run, made before the mmap threshold is pinned (pinning makes every
+large tensor an mmap/munmap, which is slow). On CUDA (``--device cuda``) the windows run on
+the GPU and ``torch.cuda.max_memory_allocated`` is reported as well. Torch uses one thread by default:
+on a shared 2-core machine, thread synchronisation otherwise dominates small windows.
 
 For comparison, the same volume is also translated as ONE window (``full`` rows), which is
 what inference without sliding windows costs.
@@ -71,24 +71,27 @@ def rss_now() -> int:
         return int(fh.read().split()[1]) * resource.getpagesize()
 
 
-def rss_peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 class PeakSampler(threading.Thread):
-    def __init__(self, interval: float = 0.001):
+    def __init__(self, interval: float = 0.001, heap: bool = True):
         super().__init__(daemon=True)
-        self.interval, self.peak, self._stop_event = interval, heap_in_use() or 0, threading.Event()
+        self.interval, self.heap, self._stop_event = interval, heap, threading.Event()
+        self.peak_heap, self.peak_rss = heap_in_use() or 0, rss_now()
+
+    def sample(self) -> None:
+        if self.heap:
+            self.peak_heap = max(self.peak_heap, heap_in_use() or 0)
+        self.peak_rss = max(self.peak_rss, rss_now())
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, heap_in_use() or 0)
+            self.sample()
             time.sleep(self.interval)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self._stop_event.set()
         self.join()
-        return max(self.peak, heap_in_use() or 0)
+        self.sample()
+        return self.peak_heap, self.peak_rss
 
 
 # --- one measurement (subprocess) ---------------------------------------------------------
@@ -140,12 +143,14 @@ def worker(args: argparse.Namespace) -> dict:
 
     gc.collect()
     base_rss = rss_now()
+    rss_sampler = PeakSampler(heap=False)
+    rss_sampler.start()
     start = time.perf_counter()
     out = translate()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    extra_rss = rss_peak() - base_rss - out.nbytes  # ru_maxrss: only valid for this 1st run
+    extra_rss = rss_sampler.stop()[1] - base_rss - out.nbytes
     del out
     if LIBC is not None:
         LIBC.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, so large blocks are counted
@@ -156,7 +161,7 @@ def worker(args: argparse.Namespace) -> dict:
     sampler = PeakSampler()
     sampler.start()
     out = translate()
-    peak_heap = sampler.stop()
+    peak_heap = sampler.stop()[0]
     result = {
         "size": size, "mode": args.mode, "window": window, "overlap": args.overlap,
         "net": args.net, "device": str(device), "seconds": round(seconds, 3),

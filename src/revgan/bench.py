@@ -182,56 +182,59 @@ class _Case:
         del out
         loss.backward()
 
-    def measure_memory(self, repeats: int) -> dict:
+    def measure_peak(self, repeats: int) -> dict:
+        """Warm-up step, then the sampled peak of ``repeats`` steps (minimum)."""
         self.clear()
         self.step()  # warm-up: lazy allocations, kernel caches
-        helds, peaks, grads, residuals = [], [], [], []
+        peaks, grads, residuals = [], [], []
         for _ in range(repeats):
             self.clear()
-            record: dict = {}
             before = _allocated(self.device)
-            peak, _ = peak_memory(lambda r=record: self.step(r), self.device)
+            peak, _ = peak_memory(self.step, self.device)
             grad_bytes = _nbytes([t.grad for t in self.leaves])
-            helds.append(record["held"])
             peaks.append(peak)
             grads.append(grad_bytes)
             residuals.append(_allocated(self.device) - before - grad_bytes)
         self.clear()
         peak, grad = min(peaks), max(grads)
-        return {"held_bytes": min(helds), "peak_bytes": peak - grad, "peak_total_bytes": peak,
-                "grad_bytes": grad, "param_bytes": self.param_bytes,
-                "residual_bytes": max(residuals), "held_all": helds, "peak_total_all": peaks}
+        return {"peak_bytes": peak - grad, "peak_total_bytes": peak, "grad_bytes": grad,
+                "param_bytes": self.param_bytes, "residual_bytes": max(residuals),
+                "peak_total_all": peaks}
 
-    def timed_step(self) -> float:
+    def timed_step(self) -> tuple[float, int]:
+        """(wall time, held-after-forward bytes) of one step; reading the counter is cheap."""
         self.clear()
+        record: dict = {}
         _sync(self.device)
         start = time.perf_counter()
-        self.step()
+        self.step(record)
         _sync(self.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, record["held"]
 
 
 def measure_depth(spec: BenchSpec, depth: int, configs: Sequence[str], device: torch.device,
                   mem_repeats: int = 3, time_repeats: int = 3) -> list[dict]:
     """Memory and time of one training step of each configuration at one depth.
 
-    Memory is measured one configuration at a time (one warm-up step, then the minimum over
-    ``mem_repeats`` steps: held-after-forward is exact and should not vary, the sampled peak
-    may only miss, pollution may only add). Gradients are reset to ``None`` before every step
-    (as ``zero_grad()`` does) so each step allocates them afresh and they can be subtracted
-    exactly. Time is the median over ``time_repeats`` rounds that visit the configurations in
-    turn, so a change in machine load affects all of them alike and their ratios stay fair.
+    The peak is measured one configuration at a time (one warm-up step, then the minimum
+    over ``mem_repeats`` sampled steps: the sampler may only miss, pollution may only add).
+    Gradients are reset to ``None`` before every step (as ``zero_grad()`` does) so each step
+    allocates them afresh and they can be subtracted exactly. Then ``time_repeats`` rounds
+    visit the configurations in turn (so a change in machine load affects all alike and their
+    ratios stay fair), timing each step and reading held-after-forward without the sampler
+    thread running (minimum; it is exact and should not vary). Time is the median.
     """
     cases = [_Case(c, spec, depth, device) for c in configs]
-    rows = [{"dims": spec.dims, "config": c.config, "depth": depth, **c.measure_memory(mem_repeats)}
+    rows = [{"dims": spec.dims, "config": c.config, "depth": depth, **c.measure_peak(mem_repeats)}
             for c in cases]
-    times: list[list[float]] = [[] for _ in cases]
-    for _ in range(time_repeats):
-        for case, ts in zip(cases, times):
-            ts.append(case.timed_step())
-    for row, ts in zip(rows, times):
-        row["time_s"] = statistics.median(ts)
-        row["time_all"] = ts
+    timings: list[list[tuple[float, int]]] = [[] for _ in cases]
+    for _ in range(max(time_repeats, 1)):
+        for case, acc in zip(cases, timings):
+            acc.append(case.timed_step())
+    for row, acc in zip(rows, timings):
+        times, helds = [t for t, _ in acc], [h for _, h in acc]
+        row.update(held_bytes=min(helds), held_all=helds, time_s=statistics.median(times),
+                   time_all=times)
     return rows
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import UserError
-from .loading import load_generator
+from .loading import load_generator, saved_options
 from .reversible import Invertible1x1Conv
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -136,8 +136,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="example input size, e.g. 256 or 32,32,32 (default: training crop or "
                         "patch size); the export is fixed to it unless --dynamic")
     p.add_argument("--dynamic", action="store_true",
-                   help="dynamic batch and spatial axes (ONNX; TorchScript traces are "
-                        "shape-generic already)")
+                   help="any batch and spatial size (ONNX dynamic axes; TorchScript traces "
+                        "keep sizes symbolic anyway); checked at a second size too")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
@@ -190,7 +190,9 @@ def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         return torch.from_numpy(out)
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
+        loaded = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
         return loaded(x)
 
@@ -264,7 +266,7 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
             else:
                 export_torchscript(module, example, tmp)
         checks = [random_input(1, size)]
-        if dynamic or fmt == "torchscript":
+        if dynamic:
             checks.append(random_input(2, _other_size(size, divisor)))
         diffs = [max_difference(tmp, fmt, reference, x) for x in checks]
         worst = max(diffs)
@@ -282,11 +284,7 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
 def main(argv: list[str] | None = None) -> Path:
     args = _build_parser().parse_args(argv)
     model_dir = Path(args.model_dir)
-    if not model_dir.is_dir():
-        raise UserError(f"no trained run at {model_dir}")
-    from .loading import saved_options
-
-    dims = int(saved_options(model_dir).dims)
+    dims = int(saved_options(model_dir).dims)  # UserError for a missing or foreign folder
     out, _ = export_generator(model_dir, args.direction, args.format,
                               Path(args.output) if args.output else None, args.epoch,
                               parse_size(args.size, dims), args.dynamic, args.opset,

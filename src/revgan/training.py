@@ -87,12 +87,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
 
 
 def model_config(opt: argparse.Namespace) -> dict:
@@ -112,7 +109,7 @@ class Trainer:
         self.device = self.dist.device or select_device(opt.gpu_ids)
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         self.is_main = self.dist.rank == 0
-        seed_everything(opt.seed + self.dist.rank * 0, opt.deterministic)
+        seed_everything(opt.seed, opt.deterministic)  # same seed on every rank: same init
         self._prepare_run_dir()
         dataset = create_dataset(opt)
         if len(dataset) == 0:
@@ -198,8 +195,12 @@ class Trainer:
         self.items.epoch = self.epoch
         skip = self.epoch_iter // self.dist.world
         self.sampler.set_epoch(self.epoch, skip)
+        # A generator of its own: creating the iterator then draws its worker seeds from it,
+        # not from the global RNG, whose state a mid-epoch resume restores exactly.
+        generator = torch.Generator().manual_seed(opt.seed * 7919 + self.epoch)
         return DataLoader(self.items, batch_size=opt.batch_size, sampler=self.sampler,
                           num_workers=opt.num_threads, worker_init_fn=seed_worker,
+                          generator=generator,
                           pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
 

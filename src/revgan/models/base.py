@@ -240,6 +240,11 @@ class BaseModel:
                 optimizer.load_state_dict(state["optimizers"][key])
             for key, scheduler in self.schedulers.items():
                 scheduler.load_state_dict(state["schedulers"][key])
+                if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                    # the schedule of *this* run's options (e.g. more epochs on resume)
+                    for group, base, fn in zip(scheduler.optimizer.param_groups,
+                                               scheduler.base_lrs, scheduler.lr_lambdas):
+                        group["lr"] = base * fn(scheduler.last_epoch)
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(state["scalers"][key])
             for key, pool in self.pools.items():

@@ -1,0 +1,159 @@
+"""``revgan export``: ONNX and TorchScript files that reproduce the PyTorch generator."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from revgan.cli import main
+from revgan.demo_data import make_demo_dataset
+from revgan.loading import load_generator
+
+TOL = 1e-4
+
+
+def _train(root: Path, ck: Path, name: str, model: str, netG: str, sub: str) -> Path:
+    main(["train", "--dataroot", str(root / sub), "--name", name, "--checkpoints_dir", str(ck),
+          "--model", model, "--netG", netG, "--ngf", "8", "--ndf", "8", "--n_epochs", "1",
+          "--n_epochs_decay", "0", "--load_size", "32", "--crop_size", "32",
+          "--num_threads", "0", "--no_progress", "--gpu_ids", "-1"])
+    return ck / name
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One tiny unpaired RevGAN run and one tiny pix2pix run, trained once per session."""
+    base = tmp_path_factory.mktemp("export_runs")
+    make_demo_dataset(base / "data", size=32, n_train=4, n_test=2, n_val=2)
+    ck = base / "checkpoints"
+    return {"rev": _train(base / "data", ck, "rev", "unpaired_revgan", "resnet_2blocks",
+                          "unpaired"),
+            "p2p": _train(base / "data", ck, "p2p", "pix2pix", "unet_32", "paired")}
+
+
+def _input(shape: tuple[int, ...], seed: int = 3) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _torch_out(run: Path, x: torch.Tensor, direction: str) -> torch.Tensor:
+    G, _ = load_generator(run)
+    with torch.no_grad():
+        return G(x, direction)
+
+
+def _onnx_out(path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(np.asarray(out))
+
+
+def test_onnx_both_directions_match_pytorch(runs, tmp_path, capsys):
+    run = runs["rev"]
+    x = _input((1, 3, 32, 32))
+    a2b, b2a = _torch_out(run, x, "AtoB"), _torch_out(run, x, "BtoA")
+    assert (a2b - b2a).abs().max() > 1e-3  # the directions really differ
+    for direction, expected in (("AtoB", a2b), ("BtoA", b2a)):
+        main(["export", "--model_dir", str(run), "--direction", direction, "--format", "onnx"])
+        path = run / "export" / f"G_{direction}.onnx"
+        assert path.is_file()
+        got = _onnx_out(path, x)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= TOL
+    out = capsys.readouterr().out
+    assert "max abs difference" in out and "G_BtoA.onnx" in out
+
+
+def test_onnx_dynamic_runs_at_another_size(runs, tmp_path):
+    run, out = runs["rev"], tmp_path / "dyn.onnx"
+    main(["export", "--model_dir", str(run), "--direction", "BtoA", "--output", str(out),
+          "--dynamic"])
+    x = _input((2, 3, 24, 40), seed=5)  # other batch, non-square, not the traced size
+    expected = _torch_out(run, x, "BtoA")
+    got = _onnx_out(out, x)
+    assert got.shape == (2, 3, 24, 40)
+    assert (got - expected).abs().max() <= TOL
+
+
+def test_torchscript_matches_pytorch(runs, tmp_path):
+    run, out = runs["rev"], tmp_path / "g.pt"
+    main(["export", "--model_dir", str(run), "--direction", "BtoA", "--format", "torchscript",
+          "--output", str(out)])
+    x = _input((1, 3, 32, 32), seed=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
+        loaded = torch.jit.load(str(out))
+    with torch.no_grad():
+        got = loaded(x)
+    assert (got - _torch_out(run, x, "BtoA")).abs().max() <= TOL
+
+
+def test_pix2pix_exports_atob_only(runs, capsys):
+    run = runs["p2p"]
+    main(["export", "--model_dir", str(run), "--direction", "AtoB"])
+    x = _input((1, 3, 32, 32), seed=11)
+    got = _onnx_out(run / "export" / "G_AtoB.onnx", x)
+    assert (got - _torch_out(run, x, "AtoB")).abs().max() <= TOL
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model_dir", str(run), "--direction", "BtoA"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "AtoB" in err
+    assert not (run / "export" / "G_BtoA.onnx").exists()
+
+
+def test_refuses_to_overwrite(runs, tmp_path, capsys):
+    out = tmp_path / "g.pt"
+    out.write_bytes(b"user file")
+    args = ["export", "--model_dir", str(runs["p2p"]), "--format", "torchscript",
+            "--output", str(out)]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert out.read_bytes() == b"user file"
+    main([*args, "--overwrite"])
+    assert out.read_bytes() != b"user file"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(str(out))  # now a real TorchScript file
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--direction", "sideways"], "direction"),
+    (["--format", "tflite"], "format"),
+    (["--epoch", "7"], "checkpoint"),
+    (["--size", "30"], "divisible"),
+])
+def test_bad_arguments_are_one_line(runs, tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model_dir", str(runs["rev"]), "--output", str(tmp_path / "g.onnx"),
+              *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err
+    assert not list(tmp_path.iterdir())  # no file and no temporary left behind
+
+
+def test_missing_model_dir(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model_dir", str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    assert "no trained run" in capsys.readouterr().err
+
+
+def test_onnx_missing_is_one_line(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--model_dir", str(runs["rev"]), "--output", str(tmp_path / "g.onnx")])
+    assert exc.value.code == 2
+    assert "pip install 'revgan[export]'" in capsys.readouterr().err
