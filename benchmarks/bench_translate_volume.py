@@ -9,8 +9,9 @@ chunk), sampled every millisecond in a thread, together with the resident set si
 an upper bound: it also holds freed memory the allocator kept, sampled during the first run).
 Time comes from that first run, made before the mmap threshold is pinned (pinning makes every
 large tensor an mmap/munmap, which is slow). On CUDA (``--device cuda``) the windows run on
-the GPU and ``torch.cuda.max_memory_allocated`` is reported as well. Torch uses one thread by default:
-on a shared 2-core machine, thread synchronisation otherwise dominates small windows.
+the GPU and ``torch.cuda.max_memory_allocated`` is reported as well. Torch uses one thread
+by default: on a shared 2-core machine, thread synchronisation otherwise dominates small
+windows.
 
 For comparison, the same volume is also translated as ONE window (``full`` rows), which is
 what inference without sliding windows costs.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import cli_error, run_cli, tiny_flags, weights
 from PIL import Image
 
-from helpers import cli_error, run_cli, tiny_flags, weights
 from revgan.demo_data import make_demo_dataset
 from revgan.options import parse_options
 from revgan.tracking import parse_loss_log

@@ -77,6 +77,9 @@ class BenchSpec:
         return f"resnet_{depth}blocks" if self.dims == 2 else f"edsrF_{depth}"
 
 
+REFERENCE_SPEC = BenchSpec(2, (1, 3, 256, 256), 64)  # the reference's 2D default size
+
+
 def default_specs(quick: bool = False) -> list[BenchSpec]:
     """2D 1x3x128x128 with ngf 32 and 3D 1x1x32^3 with ngf 16 (quick: half the sides and ngf)."""
     if quick:
@@ -391,11 +394,13 @@ def run_memory_benchmark(depths: Sequence[int] = FULL_DEPTHS,
                          configs: Sequence[str] = CONFIGS, device: torch.device | None = None,
                          mem_repeats: int = 3, time_repeats: int = 3, isolate: bool = False,
                          roundtrip_depths: Sequence[int] = (2, 32, 48, 64),
-                         roundtrip_spec: BenchSpec | None = None, quick: bool = False,
+                         roundtrip_spec: BenchSpec | None = None,
+                         reference_size_depths: Sequence[int] = (), quick: bool = False,
                          log: Callable[[str], None] | None = print) -> dict:
     """Run every (spec, depth, config) measurement and the round-trip table; return the JSON dict.
 
-    ``isolate`` runs each measurement in a fresh subprocess. ``roundtrip_depths`` may be empty.
+    ``isolate`` runs each measurement in a fresh subprocess. ``roundtrip_depths`` may be empty;
+    ``reference_size_depths`` adds round trips at the reference's default size (ngf 64, 256^2).
     """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not has_heap_counter():
@@ -422,6 +427,8 @@ def run_memory_benchmark(depths: Sequence[int] = FULL_DEPTHS,
                     f" MB  {m['time_s'] * 1e3:8.1f} ms")
     rt_spec = roundtrip_spec or next((s for s in specs if s.dims == 2), default_specs(quick)[0])
     roundtrip = roundtrip_errors(roundtrip_depths, rt_spec, device) if roundtrip_depths else []
+    if reference_size_depths:
+        roundtrip += roundtrip_errors(reference_size_depths, REFERENCE_SPEC, device)
     for row in roundtrip:
         say(f"round trip depth {row['depth']}: fixed point {row['fixed_point_err']:.2e}, "
             f"float {row['float_err']:.2e}")
@@ -534,24 +541,23 @@ def markdown_report(results: dict) -> str:
                          f"≤ {t['bound']} | {t['status']} |")
         lines.append("")
     if results["roundtrip"]:
-        r0 = results["roundtrip"][0]
         lines += ["## Round-trip error max |core⁻¹(core(x)) − x|", "",
-                  f"2D additive core on the encoder output of a random "
-                  f"{'×'.join(map(str, r0['input_shape']))} image (ngf {r0['ngf']}, core "
-                  f"{'×'.join(map(str, r0['core_shape']))}), reference init: all convs "
-                  "N(0, 0.02), F/G ending in instance norm, no zero-init. 'vs grid' compares "
-                  "with the input snapped to the 2^-16 grid (0 = the inverse is exact; the rest "
-                  "is the one-off rounding of the input, at most 2^-17 ≈ 7.6e-6). Reference "
-                  "figures: float couplings measured on the reference code "
-                  "(its default size: ngf 64, 256×256).", "",
-                  "| depth | revgan default (fixed point) | vs grid | float couplings "
-                  "(reference scheme) | reference's measured | max abs(stream) |",
-                  "|---:|---:|---:|---:|---:|---:|"]
+                  "2D additive core on the encoder output of a random image, reference init: "
+                  "all convs N(0, 0.02), F/G ending in instance norm, no zero-init (the core is "
+                  "far from the identity, as after training). Same weights in both columns. "
+                  "'vs grid' compares with the input snapped to the 2^-16 grid (0 = the inverse "
+                  "is exact; the rest is the one-off rounding of the input, at most "
+                  "2^-17 ≈ 7.6e-6). 'reference measured': float couplings on the reference's "
+                  "code (DESIGN section 6).", "",
+                  "| input, ngf | core | depth | revgan default (fixed point) | vs grid | "
+                  "float couplings (reference scheme) | reference measured | max abs(stream) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in results["roundtrip"]:
             ref = REFERENCE_ROUNDTRIP.get(r["depth"])
-            lines.append(f"| {r['depth']} | {r['fixed_point_err']:.2e} | "
-                         f"{r['fixed_point_grid_err']:.1e} | {r['float_err']:.2e} | "
-                         f"{f'{ref:.1e}' if ref else '–'} | "
+            lines.append(f"| {'×'.join(map(str, r['input_shape']))}, {r['ngf']} | "
+                         f"{'×'.join(map(str, r['core_shape']))} | {r['depth']} | "
+                         f"{r['fixed_point_err']:.2e} | {r['fixed_point_grid_err']:.1e} | "
+                         f"{r['float_err']:.2e} | {f'{ref:.1e}' if ref else '–'} | "
                          f"{r['fixed_point_max_abs_stream']:.1f} |")
         lines.append("")
     return "\n".join(lines)
@@ -624,9 +630,11 @@ def run_from_args(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else 3
     roundtrip_depths = (4, 16) if args.quick else (2, 32, 48, 64)
+    reference_depths = () if args.quick else (2, 48)
     return run_memory_benchmark(depths, device=device, mem_repeats=repeats,
                                 time_repeats=repeats, isolate=args.isolate,
-                                roundtrip_depths=roundtrip_depths, quick=args.quick)
+                                roundtrip_depths=roundtrip_depths,
+                                reference_size_depths=reference_depths, quick=args.quick)
 
 
 def _volume_script() -> Path | None:

@@ -27,12 +27,16 @@ def _usage() -> str:
 
 
 def cmd_train(argv: list[str]) -> None:
+    import os
+
     from .options import parse_options
     from .training import train
 
     opt = parse_options(argv, is_train=True)
     run_dir = train(opt)
-    print(f"training finished; checkpoints in {run_dir}, page {run_dir / 'web' / 'index.html'}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"training finished; checkpoints in {run_dir}, page "
+              f"{run_dir / 'web' / 'index.html'}")
 
 
 def cmd_test(argv: list[str]) -> None:

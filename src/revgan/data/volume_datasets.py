@@ -103,6 +103,8 @@ def _foreground(opt: Namespace) -> float | bool:
     value = getattr(opt, "foreground_sampling", False)
     if isinstance(value, bool) or value is None:
         return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return value.lower() in ("true", "yes", "on")
     try:
         return float(value)
     except (TypeError, ValueError):
