@@ -18,6 +18,7 @@ from helpers import cli_error, run_cli, tiny_flags, weights
 from revgan import runstate
 from revgan.checkpoint import load_training_state
 from revgan.demo_data import make_demo_dataset
+from revgan.errors import UserError
 from revgan.losses import GANLoss
 
 
@@ -53,7 +54,7 @@ def test_malicious_pickle_checkpoint_is_refused(data, tmp_path, capsys):
                                          "--n_epochs_decay", "0"))
     assert "refusing to load" in line
     assert not marker.exists()
-    with pytest.raises(Exception):
+    with pytest.raises(UserError):
         load_training_state(state)
     assert not marker.exists()
 
