@@ -63,13 +63,14 @@ def test_parameter_counts_match_reference(measured, expected):
 
 
 def test_parameter_counts_exact():
-    # Hand-computed from the reference layer lists (ngf=64, instance norm, 3 <-> 3 channels).
-    assert count_parameters(define_G("resnet_9blocks", 3, 3)) == 11_378_179
+    # The reference layer lists (ngf=64, instance norm, 3 <-> 3 channels) minus the biases
+    # right before a norm, which the norm cancels (see layers.uses_bias).
+    assert count_parameters(define_G("resnet_9blocks", 3, 3)) == 11_372_931
     rev = define_rev_G("resnet_9blocks", 3, 3)
-    assert count_parameters(rev) == 6_826_502
-    assert count_parameters(rev.core) == 5_313_024
-    assert count_parameters(rev.encoder_A) == 378_496
-    assert count_parameters(define_D("basic", 3)) == 2_764_737
+    assert count_parameters(rev) == 6_820_614
+    assert count_parameters(rev.core) == 5_308_416
+    assert count_parameters(rev.encoder_A) == 378_048
+    assert count_parameters(define_D("basic", 3)) == 2_763_841
 
 
 # --------------------------------------------------------------------------- shapes
@@ -126,7 +127,7 @@ def test_discriminator_shapes(name, dims, size, nc):
 
 def test_discriminator_basic_depth():
     # 2D basic = 3 layers (2.76 M at ndf 64); 3D basic = 2 layers, as in the reference's 3D code.
-    assert count_parameters(define_D("n_layers", 3, n_layers_D=3)) == 2_764_737
+    assert count_parameters(define_D("n_layers", 3, n_layers_D=3)) == 2_763_841
     assert count_parameters(define_D("basic", 1, ndf=4, dims=3)) == count_parameters(
         define_D("n_layers", 1, ndf=4, n_layers_D=2, dims=3))
 

@@ -58,5 +58,11 @@ def norm_layer(dims: int, kind: str):
 
 
 def uses_bias(kind: str) -> bool:
-    """Convolutions before a batch norm need no bias (the norm's shift replaces it)."""
-    return kind not in ("batch", "sync_batch")
+    """Whether a convolution followed by this norm needs a bias.
+
+    Instance and batch norm subtract the channel mean, which cancels a preceding bias
+    exactly. Such a bias gets only round-off as gradient, which Adam turns into
+    learning-rate-sized random steps: harmless to outputs but it makes runs that differ
+    only in summation order (one process vs DDP) drift apart. So it is left out.
+    """
+    return kind == "none"
