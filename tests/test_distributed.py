@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from helpers import tiny_flags
+
 from revgan import distributed
 from revgan.demo_data import make_demo_dataset
 from revgan.options import parse_options

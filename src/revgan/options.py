@@ -43,7 +43,8 @@ MODELS = tuple(MODEL_DEFAULTS)
 # they are given explicitly, so a checkpoint is always rebuilt as it was trained.
 ARCHITECTURE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D",
                      "norm", "n_downsampling", "coupling", "fully_reversible", "no_dropout",
-                     "dims", "intensity", "window", "percentiles", "patch_size")
+                     "dims", "intensity", "window", "intensity_B", "window_B", "percentiles",
+                     "patch_size")
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
@@ -143,6 +144,11 @@ def build_parser(is_train: bool) -> argparse.ArgumentParser:
                    help="intensity mapping of volumes to [-1, 1] (saved with the model)")
     g.add_argument("--window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                    help="fixed intensity window, e.g. -1000 2000 for CT")
+    g.add_argument("--intensity_B", default=None,
+                   choices=("minmax", "percentile", "window", "zscore", "none"),
+                   help="intensity mapping of domain B if it differs from --intensity")
+    g.add_argument("--window_B", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="fixed window of domain B if it differs from --window")
     g.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5))
     g.add_argument("--window_size", type=_int_tuple, default=None,
                    help="sliding-window size for full-size inference (default: patch size)")
@@ -239,7 +245,17 @@ def parse_options(argv: list[str], is_train: bool) -> argparse.Namespace:
     opt.patch_size = _size_option(opt.patch_size)
     opt.window_size = _size_option(opt.window_size)
     validate(opt)
+    resolve_intensity(opt)
     return opt
+
+
+def resolve_intensity(opt: argparse.Namespace) -> None:
+    """Per-folder intensity settings (``norm_A``/``window_A``, ``norm_B``/``window_B``)."""
+    opt.norm_A, opt.window_A = opt.intensity, opt.window
+    opt.norm_B = opt.intensity_B or opt.intensity
+    opt.window_B = opt.window_B if opt.window_B is not None else opt.window
+    if opt.norm_B == "window" and opt.window_B is None:
+        raise UserError("--intensity_B window needs --window_B LOW HIGH")
 
 
 def validate(opt: argparse.Namespace) -> None:
@@ -352,6 +368,7 @@ def adopt_architecture(opt: argparse.Namespace, saved: dict) -> None:
     for key in ARCHITECTURE_KEYS:
         if key in saved and key not in opt.explicit:
             value = saved[key]
-            if key in ("patch_size", "window", "percentiles") and value is not None:
+            if key in ("patch_size", "window", "window_B", "percentiles") and value is not None:
                 value = tuple(value)
             setattr(opt, key, value)
+    resolve_intensity(opt)

@@ -61,7 +61,7 @@ def save_visuals(folder: Path, name: str, visuals: dict[str, torch.Tensor], dims
             from .volume_output import write_visual_volume
 
             write_visual_volume(folder / "images" / label / f"{name}.nii.gz", item, label,
-                                data, model)
+                                data, model.opt)
             save_display_png(item, png, dims=3)
         shown[label] = png.relative_to(folder)
     return shown
