@@ -103,13 +103,43 @@ def run_2d(args) -> list[dict]:
     return runs
 
 
+def run_3d(args) -> dict:
+    """Blurred (half-resolution) phantoms → sharp ones with ``paired_revgan3d``."""
+    from .cli import cmd_translate
+    from .demo_volumes import make_demo_volumes
+
+    shape = (24, 24, 24) if args.quick else (32, 32, 32)
+    data = make_demo_volumes(Path(args.root) / "volumes", n_train=2 if args.quick else 8,
+                             n_test=1 if args.quick else 2, shape=shape, seed=args.seed)
+    common = ["--netG", "edsrF_2" if args.quick else "edsrF_4",
+              "--ngf", "4" if args.quick else "16", "--ndf", "4" if args.quick else "16",
+              "--patch_size", "16", "--samples_per_volume", "2" if args.quick else "8",
+              "--num_threads", "0", "--intensity", "window", "--window", "0", "1000"]
+    epochs = args.epochs or (1 if args.quick else 16)
+    run = _train_and_test("paired_revgan3d", data["root"], "demo_paired_revgan3d", args,
+                          common, epochs)
+    source = sorted((Path(data["root"]) / "testA").glob("*.nii.gz"))[0]
+    output = Path(args.results_dir) / "demo_paired_revgan3d" / f"translated_{source.name}"
+    cmd_translate(["--model_dir", str(Path(args.checkpoints_dir) / "demo_paired_revgan3d"),
+                   "--input", str(source), "--output", str(output), "--overwrite",
+                   "--gpu_ids", args.gpu_ids, "--no_progress"])
+    s = run["summary"]
+    print(f"\nrevgan demo (3D): half-resolution → full-resolution phantoms, "
+          f"{shape[0]}³ volumes, trained {run['train_seconds']:.0f} s")
+    for label, key in (("MAE (input units)", "MAE_file"), ("PSNR dB", "PSNR_file"),
+                       ("SSIM", "SSIM_file")):
+        value = _metric(s, "fake_B_vs_real_B", key)
+        print(f"  {label:<18} {'-' if value is None else format(value, '.3f')}")
+    print(f"full held-out volume translated to {output} (same affine as {source})")
+    print(f"page with axial/coronal/sagittal mid-slices: {run['page']}")
+    return run
+
+
 def main(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
         raise UserError("--epochs must be at least 1")
     if args.three_d:
-        from .demo_volumes import run_demo_3d
-
-        run_demo_3d(args)
+        run_3d(args)
         return
     run_2d(args)

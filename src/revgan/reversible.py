@@ -149,6 +149,43 @@ class AdditiveCoupling(_Coupling):
         x1 = y1 - self._snap(_call(self.F, x2, rng, "F"), y1.dtype)
         return torch.cat([x1, x2], dim=1)
 
+    # Fused backward (RevNet, Gomez et al. 2017): rebuilding the input already evaluates
+    # F(x2) and G(y1), the very values the backward needs, so each is run once with grad
+    # instead of once to invert and again to recompute.
+
+    def _branch_grad(self, net: nn.Module, key: str, inp: Tensor, dtype: torch.dtype,
+                     grad_out: Tensor, rng: RngReplay | None):
+        leaf = inp.detach().requires_grad_(True)
+        params = [p for p in net.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            out = self._snap(_call(net, leaf, rng, key), dtype)
+            grads = torch.autograd.grad(out, [leaf, *params], grad_out, allow_unused=True)
+        return out.detach(), grads[0], dict(zip(params, grads[1:]))
+
+    def backward_forward(self, y: Tensor, grad_y: Tensor, rng: RngReplay | None = None):
+        """For ``y = forward(x)``: return ``x``, dL/dx and dL/dθ given dL/dy."""
+        y1, y2 = (self._snap(h, y.dtype) for h in self._halves(y))
+        dy1, dy2 = self._halves(grad_y)
+        g, g_in, grads = self._branch_grad(self.G, "G", y1, y2.dtype, dy2, rng)
+        x2 = y2 - g
+        dy1 = dy1 + g_in
+        f, f_in, grads_F = self._branch_grad(self.F, "F", x2, y1.dtype, dy1, rng)
+        x1 = y1 - f
+        grads.update(grads_F)
+        return torch.cat([x1, x2], 1), torch.cat([dy1, dy2 + f_in], 1), grads
+
+    def backward_inverse(self, x: Tensor, grad_x: Tensor, rng: RngReplay | None = None):
+        """For ``x = inverse(y)``: return ``y``, dL/dy and dL/dθ given dL/dx."""
+        x1, x2 = (self._snap(h, x.dtype) for h in self._halves(x))
+        dx1, dx2 = self._halves(grad_x)
+        f, f_in, grads = self._branch_grad(self.F, "F", x2, x1.dtype, -dx1, rng)
+        y1 = x1 + f
+        dx2 = dx2 + f_in
+        g, g_in, grads_G = self._branch_grad(self.G, "G", y1, x2.dtype, -dx2, rng)
+        y2 = x2 + g
+        grads.update(grads_G)
+        return torch.cat([y1, y2], 1), torch.cat([dx1 + g_in, dx2], 1), grads
+
 
 class AffineCoupling(_Coupling):
     """Affine coupling with a bounded scale: ``y1 = x1 * s(x2) + t(x2)``, then the same for y2.
@@ -272,6 +309,13 @@ class Inverted(InvertibleModule):
     def inverse(self, y: Tensor, rng: RngReplay | None = None) -> Tensor:
         return self.block.forward(y, rng)
 
+    def __getattr__(self, name: str):
+        # fused backward passes swap roles too, where the inner block has them
+        if name in ("backward_forward", "backward_inverse"):
+            other = "backward_inverse" if name == "backward_forward" else "backward_forward"
+            return getattr(self.block, other)
+        return super().__getattr__(name)
+
 
 # --------------------------------------------------------------------------- memory saving
 
@@ -307,8 +351,8 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.steps, ctx.rngs, ctx.params = steps, rngs, params
         ctx.autocast = (device_type, *_autocast_state(device_type))
         y = x
-        for (_, run, _), rng in zip(steps, rngs):
-            y = run(y, rng)
+        for step, rng in zip(steps, rngs):
+            y = step[1](y, rng)
         if y is x:  # keep our saved output distinct from the caller's tensor
             y = x.clone()
         ctx.save_for_backward(y)
@@ -320,25 +364,33 @@ class _ReversibleFunction(torch.autograd.Function):
         device_type, autocast_on, autocast_dtype = ctx.autocast
         index = {id(p): i for i, p in enumerate(ctx.params)}
         param_grads: list[Tensor | None] = [None] * len(ctx.params)
-        for (module, run, rebuild), rng in zip(reversed(ctx.steps), reversed(ctx.rngs)):
-            own = [p for p in module.parameters() if p.requires_grad and id(p) in index]
+        for (module, run, rebuild, fused), rng in zip(reversed(ctx.steps), reversed(ctx.rngs)):
             with torch.autocast(device_type, autocast_dtype, enabled=autocast_on), \
                     frozen_running_stats(module):
-                with torch.no_grad():
-                    x = rebuild(y, rng)
-                with torch.enable_grad():
-                    x = x.detach().requires_grad_(True)
-                    out = run(x, rng)
-                grads = torch.autograd.grad(out, [x, *own], grad_y, allow_unused=True)
-            grad_y = grads[0]
-            for p, g in zip(own, grads[1:]):
-                if g is None:
+                if fused is not None:
+                    y, grad_y, grads = fused(y, grad_y, rng)
+                else:
+                    y, grad_y, grads = _rebuild_and_recompute(module, run, rebuild, y, grad_y,
+                                                              rng)
+            for p, g in grads.items():
+                i = index.get(id(p))
+                if g is None or i is None:
                     continue
-                i = index[id(p)]
                 param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
-            y = x.detach()
-            del out, x
         return (grad_y, None, None, None, *param_grads)
+
+
+def _rebuild_and_recompute(module: nn.Module, run, rebuild, y: Tensor, grad_y: Tensor,
+                           rng: RngReplay | None):
+    """The generic backward of one block: invert, then recompute with grad."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    with torch.no_grad():
+        x = rebuild(y, rng)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        out = run(x, rng)
+        grads = torch.autograd.grad(out, [x, *params], grad_y, allow_unused=True)
+    return x.detach(), grads[0], dict(zip(params, grads[1:]))
 
 
 class ReversibleSequence(nn.Module):
@@ -372,13 +424,14 @@ class ReversibleSequence(nn.Module):
                                                                        torch.bfloat16):
             x = x.float()
         blocks = list(reversed(self.blocks)) if reverse else list(self.blocks)
-        steps = [(b, b.inverse, b.forward) if reverse else (b, b.forward, b.inverse)
+        steps = [(b, b.inverse, b.forward, getattr(b, "backward_inverse", None)) if reverse
+                 else (b, b.forward, b.inverse, getattr(b, "backward_forward", None))
                  for b in blocks]
         params = [p for p in self.parameters() if p.requires_grad]
         needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
         if not (self.memory_saving and needs_graph):
-            for _, run, _ in steps:
-                x = run(x)
+            for step in steps:
+                x = step[1](x)
             return x
         rngs = [RngReplay(x.device) if self._stochastic() else None for _ in steps]
         return _ReversibleFunction.apply(x, steps, rngs, len(params), *params)
