@@ -46,6 +46,11 @@ def test_reversible_core_holds_less_than_plain(results):
     # Plain autograd keeps every block's activations; the reversible core only its output.
     assert plain4["held_bytes"] > 1.5 * plain2["held_bytes"]
     assert rev4["held_bytes"] < plain4["held_bytes"] / 4
+    # Without per-parameter graph bookkeeping the reversible core holds exactly its output,
+    # whatever the depth.
+    rev2 = _row(results, "reversible_core", 2)
+    assert abs(rev4["held_frozen_bytes"] - rev2["held_frozen_bytes"]) <= 1024
+    assert rev4["held_frozen_bytes"] < 1.2 * 32 * 8 * 8 * 4
     # Gradients are the same tensors in both modes.
     assert rev4["grad_bytes"] == plain4["grad_bytes"]
 

@@ -186,3 +186,26 @@ def test_seed_readme_commands_run_verbatim(tmp_path):
     page = tmp_path / "results" / "example_run" / "test_latest" / "index.html"
     assert page.is_file()
     assert len(list(page.parent.glob("images/fake_B/*.png"))) == 2
+
+
+def test_validation_records_metrics_and_keeps_the_best(data, tmp_path):
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    run_cli("train", "--dataroot", data["paired"], "--name", "run", "--checkpoints_dir", ck,
+            *tiny_flags("paired_revgan"), "--n_epochs", "1", "--n_epochs_decay", "1",
+            "--val_freq", "1", "--save_best", "PSNR", "--save_epoch_freq", "1")
+    run = ck / "run"
+    records = [json.loads(line) for line in (run / "val_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(k in records[0] for k in ("PSNR", "SSIM", "MAE", "A_PSNR"))
+    assert (run / "best_net_G.safetensors").is_file()
+    best_epoch = max(records, key=lambda r: r["PSNR"])["epoch"]
+    assert weights(run / "best_net_G.safetensors").keys() == weights(
+        run / f"{best_epoch}_net_G.safetensors").keys()
+    assert all(np.array_equal(weights(run / "best_net_G.safetensors")[k].numpy(), v.numpy())
+               for k, v in weights(run / f"{best_epoch}_net_G.safetensors").items())
+    page = (run / "web" / "index.html").read_text()
+    assert "metric_PSNR.png" in page and "losses.png" in page
+    run_cli("test", "--dataroot", data["paired"], "--name", "run", "--model", "paired_revgan",
+            "--checkpoints_dir", ck, "--results_dir", res, "--epoch", "best", "--no_progress",
+            "--gpu_ids", "-1", "--load_size", "36", "--crop_size", "32")
+    assert (res / "run" / "test_best" / "index.html").is_file()

@@ -63,6 +63,7 @@ MEMORY_TARGETS = (("core memory ratio", "reversible_core", 1.05),
                   ("fully reversible generator memory ratio", "fully_rev_G", 1.25))
 TIME_TARGET = ("reversible/plain core step time", 16, 1.35)
 MB = 2.0**20
+MEMORY_METRICS = ("held", "held_frozen", "peak")
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,12 @@ def _image(spec: BenchSpec, device: torch.device) -> Tensor:
 
 
 def build(config: str, spec: BenchSpec, depth: int, device: torch.device
-          ) -> tuple[Callable[[], Tensor], list[Tensor]]:
-    """A forward function for ``config`` and the leaf tensors whose gradients a step creates.
+          ) -> tuple[Callable[[], Tensor], Tensor, list[Tensor]]:
+    """A forward function for ``config``, its input tensor and its trainable parameters.
 
     Core configurations take the generator's own encoder output (detached, requiring grad) as
-    input, so (a)-(c) run exactly the blocks and activations of (d).
+    input, so (a)-(c) run exactly the blocks and activations of (d). Generator inputs are
+    images and do not require grad.
     """
     if config not in CONFIGS:
         raise UserError(f"unknown benchmark configuration '{config}'; "
@@ -134,14 +136,14 @@ def build(config: str, spec: BenchSpec, depth: int, device: torch.device
         net = _generator(spec, depth, config.startswith("fully"), not config.endswith("_plain"),
                          device)
         params = [p for p in net.parameters() if p.requires_grad]
-        return (lambda: net(image)), params
+        return (lambda: net(image)), image, params
     gen = _generator(spec, depth, False, config == "reversible_core", device)
     with torch.no_grad():
         x = gen.encode(image, "A").detach().requires_grad_(True)
     core = gen.core if config != "checkpoint_core" else CheckpointedBlocks(gen.core.blocks)
     params = [p for p in core.parameters() if p.requires_grad]
     del gen  # keep only the core alive
-    return (lambda: core(x)), [x, *params]
+    return (lambda: core(x)), x, params
 
 
 # --------------------------------------------------------------------------- measuring
@@ -167,9 +169,10 @@ class _Case:
 
     def __init__(self, config: str, spec: BenchSpec, depth: int, device: torch.device):
         self.config, self.device = config, device
-        self.forward, self.leaves = build(config, spec, depth, device)
-        params = self.leaves[1:] if config in CORE_CONFIGS else self.leaves
-        self.param_bytes = _nbytes(params)
+        self.forward, self.input, self.params = build(config, spec, depth, device)
+        # Gradients a step creates: the parameters', and the input's for the core configs.
+        self.leaves = [self.input, *self.params] if self.input.requires_grad else self.params
+        self.param_bytes = _nbytes(self.params)
 
     def clear(self) -> None:
         for t in self.leaves:
@@ -204,6 +207,30 @@ class _Case:
                 "param_bytes": self.param_bytes, "residual_bytes": max(residuals),
                 "peak_total_all": peaks}
 
+    def held_frozen(self) -> int:
+        """Held-after-forward with the parameters frozen and the input requiring grad.
+
+        The graph still reaches every block, but without one edge (and gradient accumulator)
+        per parameter tensor: the difference from ``held`` is autograd's per-parameter
+        bookkeeping (~150 bytes each), the rest is activation storage.
+        """
+        self.clear()
+        input_grad = self.input.requires_grad
+        try:
+            for p in self.params:
+                p.requires_grad_(False)
+            self.input.requires_grad_(True)
+            base = _allocated(self.device)
+            out = self.forward()
+            held = _allocated(self.device) - base
+            del out
+        finally:
+            for p in self.params:
+                p.requires_grad_(True)
+            self.input.requires_grad_(input_grad)
+        self.clear()
+        return held
+
     def timed_step(self) -> tuple[float, int]:
         """(wall time, held-after-forward bytes) of one step; reading the counter is cheap."""
         self.clear()
@@ -234,10 +261,10 @@ def measure_depth(spec: BenchSpec, depth: int, configs: Sequence[str], device: t
     for _ in range(max(time_repeats, 1)):
         for case, acc in zip(cases, timings):
             acc.append(case.timed_step())
-    for row, acc in zip(rows, timings):
+    for row, case, acc in zip(rows, cases, timings):
         times, helds = [t for t, _ in acc], [h for _, h in acc]
-        row.update(held_bytes=min(helds), held_all=helds, time_s=statistics.median(times),
-                   time_all=times)
+        row.update(held_bytes=min(helds), held_all=helds, held_frozen_bytes=case.held_frozen(),
+                   time_s=statistics.median(times), time_all=times)
     return rows
 
 
@@ -357,20 +384,24 @@ def summarize(measurements: list[dict], depths: Sequence[int]) -> tuple[dict, li
             if a and b:
                 ratios["memory"].append({
                     "dims": dims, "config": config, "depths": [hi, lo],
-                    "held": b["held_bytes"] / max(a["held_bytes"], 1),
-                    "peak": b["peak_bytes"] / max(a["peak_bytes"], 1)})
+                    **{metric: b[f"{metric}_bytes"] / max(a[f"{metric}_bytes"], 1)
+                       for metric in MEMORY_METRICS}})
         for depth in depths:
             for num, den in (("reversible_core", "plain_core"), ("checkpoint_core", "plain_core"),
                              ("revgan_G", "revgan_G_plain"), ("fully_rev_G", "fully_rev_G_plain")):
                 a, b = table.get((dims, num, depth)), table.get((dims, den, depth))
                 if a and b:
+                    # Rounds time every configuration in turn: pairing steps of one round
+                    # cancels most of a change in machine load.
+                    paired = [x / y for x, y in zip(a["time_all"], b["time_all"])]
                     ratios["time"].append({"dims": dims, "depth": depth, "config": num,
-                                           "versus": den, "ratio": a["time_s"] / b["time_s"]})
+                                           "versus": den, "ratio": statistics.median(paired),
+                                           "ratio_of_medians": a["time_s"] / b["time_s"]})
     targets = []
     for name, config, bound in MEMORY_TARGETS:
         for r in ratios["memory"]:
             if r["config"] == config:
-                for metric in ("held", "peak"):
+                for metric in MEMORY_METRICS:
                     targets.append(_target(f"{name} depth {hi}/{lo} ({metric})", r["dims"],
                                            r[metric], bound))
     name, want_depth, bound = TIME_TARGET
@@ -461,12 +492,19 @@ def run_memory_benchmark(depths: Sequence[int] = FULL_DEPTHS,
 
 
 COUNTED = (
-    "held = bytes allocated by the forward pass and still alive when it returns (output and "
-    "everything saved for backward). peak = maximum bytes allocated during forward + backward "
-    "(CPU: sampled, a lower bound) minus the gradients the step creates (parameter .grad and, "
-    "for the core configs, the input's .grad), which are listed as 'grads'. Parameters and the "
-    "input exist before the step and are counted in neither. All numbers are above the level "
-    "before the step; minimum over repeats. time = median wall time of one forward + backward."
+    "held = bytes allocated by the forward pass and still alive when it returns (output, "
+    "everything saved for backward, the autograd graph); exact. held_frozen = the same with the "
+    "parameters frozen and the input requiring grad: the graph then lacks autograd's "
+    "per-parameter-tensor bookkeeping (~150 bytes each), so it is the activation storage "
+    "alone. peak = maximum bytes allocated during forward + backward "
+    "(CPU: sampled, a lower bound) minus all the gradients the step creates (parameter .grad "
+    "and, for the core configs, the input's .grad; listed as 'grads'): close when the peak "
+    "comes at the end of backward (memory-saving core), an underestimate when fewer gradients "
+    "exist at the peak (plain autograd; generators peaking in encoder/decoder backward, which "
+    "is why their ratio can fall below 1). Parameters and the input exist before the step and "
+    "are counted in neither. All numbers are above the level "
+    "before the step; minimum over repeats. time = median wall time of one forward + backward; "
+    "time ratios = median over rounds of the ratio within a round."
 )
 
 
@@ -501,6 +539,8 @@ def markdown_report(results: dict) -> str:
         core = "×".join(map(str, spec["core_input_shape"]))
         lines += [f"## {dims}D: input {shape}, ngf {spec['ngf']}, core input {core}", ""]
         for title, key, ratio in (("Held after forward (MB)", "held_bytes", True),
+                                  ("Held after forward, parameters frozen (MB)",
+                                   "held_frozen_bytes", True),
                                   ("Peak of the train step, excl. gradients (MB)", "peak_bytes",
                                    True),
                                   ("Parameters / gradients (MB)", "param_bytes", False),
@@ -628,11 +668,11 @@ def run_from_args(args: argparse.Namespace) -> dict:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    repeats = 2 if args.quick else 3
+    mem_repeats, time_repeats = (2, 3) if args.quick else (2, 5)
     roundtrip_depths = (4, 16) if args.quick else (2, 32, 48, 64)
     reference_depths = () if args.quick else (2, 48)
-    return run_memory_benchmark(depths, device=device, mem_repeats=repeats,
-                                time_repeats=repeats, isolate=args.isolate,
+    return run_memory_benchmark(depths, device=device, mem_repeats=mem_repeats,
+                                time_repeats=time_repeats, isolate=args.isolate,
                                 roundtrip_depths=roundtrip_depths,
                                 reference_size_depths=reference_depths, quick=args.quick)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -31,8 +32,20 @@ def fail(message: str) -> None:
     raise SystemExit(EXIT_USER_ERROR)
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line for a file-system error: what went wrong and on which path."""
+    if exc.strerror and exc.filename is not None:
+        target = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 else "")
+        return f"{exc.strerror}: {target}"
+    return one_line(str(exc)) if str(exc).strip() else type(exc).__name__
+
+
 def exits_cleanly(func: Callable[..., T]) -> Callable[..., T]:
-    """Wrap a command entry point so that user errors end in one line and exit 2."""
+    """Wrap a command entry point so that user errors end in one line and exit 2.
+
+    File-system errors (a path under a regular file, no permission, disk full) are the
+    user's to fix too, wherever they surface; ``REVGAN_DEBUG=1`` shows their traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -40,8 +53,27 @@ def exits_cleanly(func: Callable[..., T]) -> Callable[..., T]:
             return func(*args, **kwargs)
         except UserError as exc:
             fail(str(exc))
+        except OSError as exc:
+            if os.environ.get("REVGAN_DEBUG"):
+                raise
+            fail(describe_os_error(exc))
         except KeyboardInterrupt:
             print("revgan: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
 
     return wrapper
+
+
+def require_creatable(folder: str | os.PathLike, what: str = "folder") -> None:
+    """Refuse early (before any work) a folder that cannot exist: one below a regular file.
+
+    Creates nothing. Permission problems still surface when writing (root may write anywhere).
+    """
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+    if not os.path.isdir(path):
+        raise UserError(f"cannot create {what} {folder}: {path} is a file, not a folder")

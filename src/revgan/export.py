@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
+from .argparsing import ArgumentParser
+from .errors import UserError, require_creatable
 from .loading import load_generator, saved_options
 from .reversible import Invertible1x1Conv
 
@@ -122,7 +123,7 @@ def _other_size(size: tuple[int, ...], divisor: int) -> tuple[int, ...]:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="revgan export",
         description="Export one translation direction of a trained generator to ONNX or "
                     "TorchScript, then check the file against PyTorch.")
@@ -228,6 +229,7 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
         raise UserError(f"--output {out} is a folder; give a file name")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
+    require_creatable(out.parent, "output folder")
 
     G, opt = load_generator(model_dir, epoch, "cpu")
     for p in G.parameters():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import UserError
+from .errors import UserError, require_creatable
 from .intensity import Normalizer, make_normalizer, normalizer_from_dict, output_stats
 
 Fn = Callable[[Tensor], Tensor]
@@ -158,6 +158,24 @@ def _inputs(input_path: Path, dims: int) -> list[Path]:
     return [input_path]
 
 
+def _check_target(target: Path, dims: int) -> None:
+    """Refuse an output that cannot be written before translating anything."""
+    if dims == 3:
+        from .data.volumes import VOLUME_EXTENSIONS, volume_suffix
+
+        ok, allowed = bool(volume_suffix(target)), VOLUME_EXTENSIONS
+    else:
+        from .data.images import IMAGE_EXTENSIONS
+
+        ok, allowed = target.suffix.lower() in IMAGE_EXTENSIONS, sorted(IMAGE_EXTENSIONS)
+    if not ok:
+        raise UserError(f"output {target}: unsupported extension for {dims}D data (use one of "
+                        f"{', '.join(allowed)})")
+    if target.is_dir():
+        raise UserError(f"output {target} is a folder; give a file name")
+    require_creatable(target.parent, "output folder")
+
+
 def translate_path(
     fn: Fn,
     input_path: str | Path,
@@ -201,6 +219,7 @@ def translate_path(
             raise UserError(f"output {target} would overwrite its input; choose another path")
         if target.exists() and not overwrite:
             raise UserError(f"output {target} exists; remove it or pass --overwrite")
+        _check_target(target, dims)
 
     pairs: list[tuple[Path, Path]] = list(zip(sources, targets))
     if progress:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .data import create_dataset, write_image
-from .errors import UserError
+from .errors import UserError, require_creatable
 from .models import create_model
 from .options import adopt_architecture, load_saved_options, save_options, select_device
 from .progress import progress_bar
@@ -73,9 +73,12 @@ def run_test(opt: argparse.Namespace) -> Path:
     run_dir, trained = _prepare(opt)
     device = select_device(opt.gpu_ids)
     out = results_folder(opt)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"results folder {out} is a file; use another --results_dir")
     if out.exists() and any(out.iterdir()) and not opt.overwrite:
         raise UserError(f"{out} already holds results; pass --overwrite to replace them or "
                         "use another --results_dir")
+    require_creatable(out, "results folder")
     # test-time data: one item at a time, in order, no flips
     opt.batch_size, opt.serial_batches, opt.no_flip = 1, True, True
     dataset = create_dataset(opt)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .argparsing import ArgumentParser
 from .errors import UserError
 from .inference import translate_path
 from .loading import load_generator
@@ -20,7 +21,7 @@ from .volume_output import _folder, domain_normalizer
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="revgan translate", description=__doc__.splitlines()[0],
+    p = ArgumentParser(prog="revgan translate", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_dir", required=True, help="a run folder: checkpoints/<name>")
     p.add_argument("--input", required=True, help="an image/volume file or a folder of them")

@@ -68,6 +68,8 @@ def _root(opt: Namespace) -> Path:
     if not dataroot:
         raise UserError("--dataroot is required")
     root = Path(dataroot)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--dataroot {root} is a file; give the dataset folder")
     if not root.is_dir():
         raise UserError(f"dataroot not found: {root}")
     return root

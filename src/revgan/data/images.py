@@ -137,20 +137,23 @@ def write_image(
     ints = np.rint((clipped + 1.0) * (maxval / 2.0)).astype(np.uint8 if bit_depth == 8
                                                               else np.uint16)
     hwc = ints.transpose(1, 2, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix in TIFF_EXTENSIONS:
-        import tifffile
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix in TIFF_EXTENSIONS:
+            import tifffile
 
-        photometric = "minisblack" if hwc.shape[2] == 1 else "rgb"
-        tifffile.imwrite(path, hwc[..., 0] if hwc.shape[2] == 1 else hwc,
-                         photometric=photometric, compression="zlib")
-    elif bit_depth == 16 and hwc.shape[2] > 1:
-        _write_png16(path, hwc)
-    else:
-        image = Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc)
-        if suffix in (".jpg", ".jpeg") and image.mode == "RGBA":
-            image = image.convert("RGB")
-        image.save(path)
+            photometric = "minisblack" if hwc.shape[2] == 1 else "rgb"
+            tifffile.imwrite(path, hwc[..., 0] if hwc.shape[2] == 1 else hwc,
+                             photometric=photometric, compression="zlib")
+        elif bit_depth == 16 and hwc.shape[2] > 1:
+            _write_png16(path, hwc)
+        else:
+            image = Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc)
+            if suffix in (".jpg", ".jpeg") and image.mode == "RGBA":
+                image = image.convert("RGB")
+            image.save(path)
+    except OSError as exc:  # a parent that is a file, no permission, disk full
+        raise UserError(f"cannot write image {path}: {exc.strerror or _one_line(exc)}") from None
     return path
 
 

@@ -120,14 +120,17 @@ def write_volume(
     if not suffix:
         raise UserError(f"{path}: unsupported volume extension (use one of "
                         f"{', '.join(VOLUME_EXTENSIONS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
     stored = out[0] if out.shape[0] == 1 else out
-    if suffix == ".npy":
-        np.save(path, stored)
-    elif suffix == ".npz":
-        np.savez_compressed(path, volume=stored)
-    else:
-        _write_nifti(path, out, meta)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npy":
+            np.save(path, stored)
+        elif suffix == ".npz":
+            np.savez_compressed(path, volume=stored)
+        else:
+            _write_nifti(path, out, meta)
+    except OSError as exc:  # a parent that is a file, no permission, disk full
+        raise UserError(f"cannot write volume {path}: {exc.strerror or exc}") from None
     return path
 
 

@@ -1,0 +1,94 @@
+"""Smoke runs of benchmarks/bench_quality.py and bench_soak.py (--quick) and their arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+quality = _load("bench_quality")
+soak = _load("bench_soak")
+
+
+def test_quality_quick(tmp_path, capsys):
+    out = tmp_path / "q.json"
+    quality.main(["--quick", "--out", str(out), "--work_dir", str(tmp_path / "work")])
+    data = json.loads(out.read_text())
+    rows = {r["model"]: r for r in data["results"]}
+    assert list(rows) == list(quality.MODELS)
+    for name, row in rows.items():
+        assert "error" not in row, (name, row.get("error"), row.get("traceback"))
+        assert row["iterations"] == 24 and row["test_items"] == 2
+        assert math.isfinite(row["PSNR_norm"]) and row["PSNR_norm"] > 0
+        assert -1 <= row["SSIM_norm"] <= 1 and 0 < row["MAE_norm"] <= 2
+        assert row["peak_step_bytes"] > 0 and row["train_time_s"] > 0
+        assert row["all_nets_params"] > row["generator_params"] > 0
+    assert rows["pix2pix"]["cycle_L1"] is None
+    for name in ("paired_revgan", "unpaired_revgan", "cycle_gan"):
+        assert 0 < rows[name]["cycle_L1"] < 2
+    # unpaired test sets are matching pairs, so the CLI also scored the cycle and A->B
+    assert rows["cycle_gan"]["test_rec_A_L1_norm"] is not None
+    # one shared core for both directions vs two independent generators of the same depth
+    assert rows["unpaired_revgan"]["generator_params"] < rows["cycle_gan"]["generator_params"]
+    assert rows["paired_revgan"]["generator_params"] == rows["unpaired_revgan"]["generator_params"]
+    table = out.with_suffix(".md").read_text()
+    assert all(f"| {name} |" in table for name in rows) and "Note:" in table
+    assert "| paired_revgan |" in capsys.readouterr().out
+    # an existing result is never replaced without --overwrite (checked before any work)
+    with pytest.raises(SystemExit) as exc:
+        quality.main(["--quick", "--out", str(out)])
+    assert exc.value.code == 2
+
+
+def test_soak_quick(tmp_path):
+    out = tmp_path / "s.json"
+    soak.main(["--quick", "--out", str(out), "--work_dir", str(tmp_path / "work")])
+    data = json.loads(out.read_text())
+    assert data["iterations_run"] == 40
+    its = [s["iteration"] for s in data["samples"]]
+    assert its == list(range(0, 41, 4))
+    assert all(s["rss_bytes"] > 0 and s["heap_bytes"] > 0 for s in data["samples"])
+    outputs = data["outputs"]
+    assert outputs["checkpoint_files"] > 0 and outputs["tensorboard_event_files"] >= 1
+    assert outputs["html_page"] and outputs["loss_log_lines"] >= 4
+    summary = data["summary"]
+    assert summary["warmup_iteration"] == 8 and summary["end_iteration"] == 40
+    assert summary["rss"]["end_mb"] == data["samples"][-1]["rss_bytes"] / soak.MB
+    assert data["target"]["status"] in ("PASS", "MISS")
+    assert "RSS (/proc/self/statm)" in out.with_suffix(".md").read_text()
+
+
+def test_soak_summary_slope():
+    # RSS grows 1 MB per 100 iterations after a jump during warm-up; heap stays flat
+    samples = [{"iteration": i, "rss_bytes": (100 + (50 if i >= 100 else 0) + i / 100) * soak.MB,
+                "heap_bytes": 20 * soak.MB} for i in range(0, 1001, 50)]
+    summary = soak.summarize(samples, warmup=100)
+    assert summary["warmup_iteration"] == 100 and summary["end_iteration"] == 1000
+    assert summary["rss"]["growth_mb"] == pytest.approx(9.0)
+    assert summary["rss"]["mb_per_1000_iterations"] == pytest.approx(10.0)
+    assert summary["rss"]["fit_slope_mb_per_1000_iterations"] == pytest.approx(10.0)
+    assert summary["heap"]["fit_slope_mb_per_1000_iterations"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(soak.UserError):
+        soak.summarize(samples[:3], warmup=100)
+
+
+def test_epoch_split():
+    assert quality.epoch_split(400, 100) == (2, 2, 400)
+    assert quality.epoch_split(24, 8) == (2, 1, 24)
+    assert quality.epoch_split(10, 100) == (1, 1, 200)  # at least one epoch of each phase
+    assert soak.epoch_split(2000, 8) == (125, 125, 2000)
