@@ -198,7 +198,7 @@ def test_validation_records_metrics_and_keeps_the_best(data, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(k in records[0] for k in ("PSNR", "SSIM", "MAE", "A_PSNR"))
     assert (run / "best_net_G.safetensors").is_file()
-    best_epoch = max(records, key=lambda r: r["PSNR"])["epoch"]
+    best_epoch = int(max(records, key=lambda r: r["PSNR"])["epoch"])
     assert weights(run / "best_net_G.safetensors").keys() == weights(
         run / f"{best_epoch}_net_G.safetensors").keys()
     assert all(np.array_equal(weights(run / "best_net_G.safetensors")[k].numpy(), v.numpy())
