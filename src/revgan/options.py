@@ -156,8 +156,8 @@ def build_parser(is_train: bool) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("precision and speed")
     g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the non-reversible parts")
+    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the non-reversible parts (backend: inductor)")
 
     if is_train:
         _add_train_options(p)

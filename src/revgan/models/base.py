@@ -12,6 +12,7 @@ from ..checkpoint import unwrap
 from ..data.transforms import pad_to_multiple
 from ..errors import UserError
 from ..networks import define_D, define_G, define_rev_G
+from ..reversible import ReversibleSequence
 from .pool import ImagePool
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -56,6 +57,22 @@ def build_generator(opt: argparse.Namespace, kind: str) -> nn.Module:
     if kind == "pair":
         return GeneratorPair(make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc))
     return OneWay(make(opt.input_nc, opt.output_nc))
+
+
+def compilable_parts(nets: dict[str, nn.Module]) -> list[nn.Module]:
+    """The non-reversible parts: discriminators, baseline generators, RevGAN encoders and
+    decoders. The reversible core stays eager (its custom autograd function recomputes
+    blocks in backward). ``Module.compile`` works in place, so checkpoints keep their keys."""
+    parts = []
+    for net in nets.values():
+        reversible = [m for m in net.modules() if isinstance(m, ReversibleSequence)]
+        if not reversible:
+            parts.append(net)
+            continue
+        for name in ("encoder_A", "encoder_B", "decoder_A", "decoder_B"):
+            if isinstance(getattr(net, name, None), nn.Module):
+                parts.append(getattr(net, name))
+    return parts
 
 
 def build_discriminator(opt: argparse.Namespace, input_nc: int) -> nn.Module:
@@ -116,6 +133,10 @@ class BaseModel:
     def setup(self) -> None:
         for net in self.nets.values():
             net.to(self.device)
+        backend = getattr(self.opt, "compile", None)
+        if backend:
+            for part in compilable_parts(self.nets):
+                part.compile(backend=backend)
         if self.is_train:
             self.schedulers = {k: make_scheduler(o, self.opt) for k, o in self.optimizers.items()}
 
