@@ -37,13 +37,16 @@ def check_input(x: Tensor, channels: int, divisor: int, what: str = "input") -> 
 # --------------------------------------------------------------------------- ResNet parts
 
 
-def resnet_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
-                ) -> list[nn.Module]:
-    """ReflPad3, Conv7 (-> ngf), Norm, ReLU; n_downsampling x [Conv3 s2 (x2 ch), Norm, ReLU]."""
+def resnet_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int,
+                kernel: int = 7, pad=layers.reflection_pad) -> list[nn.Module]:
+    """Pad, Conv<kernel> (-> ngf), Norm, ReLU; n_downsampling x [Conv3 s2 (x2 ch), Norm, ReLU].
+
+    ResNet/CycleGAN: reflection padding and a 7-wide kernel; the 3D edsr design: replication
+    padding and a 5-wide kernel."""
     norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
     mods: list[nn.Module] = [
-        layers.reflection_pad(dims, 3),
-        layers.conv(dims, input_nc, ngf, kernel_size=7, padding=0, bias=bias),
+        pad(dims, kernel // 2),
+        layers.conv(dims, input_nc, ngf, kernel_size=kernel, padding=0, bias=bias),
         norm_layer(ngf),
         nn.ReLU(True),
     ]
@@ -55,9 +58,9 @@ def resnet_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: i
     return mods
 
 
-def resnet_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
-                ) -> list[nn.Module]:
-    """n_downsampling x [ConvT3 s2 (/2 ch), Norm, ReLU], then ReflPad3, Conv7, Tanh."""
+def resnet_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int,
+                kernel: int = 7, pad=layers.reflection_pad) -> list[nn.Module]:
+    """n_downsampling x [ConvT3 s2 (/2 ch), Norm, ReLU], then Pad, Conv<kernel>, Tanh."""
     norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
     mods: list[nn.Module] = []
     for i in range(n_downsampling):
@@ -66,8 +69,8 @@ def resnet_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: 
                                        output_padding=1, bias=bias),
                  norm_layer(ch // 2),
                  nn.ReLU(True)]
-    mods += [layers.reflection_pad(dims, 3),
-             layers.conv(dims, ngf, output_nc, kernel_size=7, padding=0),
+    mods += [pad(dims, kernel // 2),
+             layers.conv(dims, ngf, output_nc, kernel_size=kernel, padding=0),
              nn.Tanh()]
     return mods
 

@@ -107,34 +107,13 @@ def edsr_fg(ch_in: int, ch_out: int, norm: str, dims: int, use_dropout: bool = F
 def edsr_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
               ) -> list[nn.Module]:
     """ReplPad2, Conv5 (-> ngf), Norm, ReLU; n_downsampling x [Conv3 s2 (x2 ch), Norm, ReLU]."""
-    norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
-    mods: list[nn.Module] = [layers.replication_pad(dims, 2),
-                             layers.conv(dims, input_nc, ngf, kernel_size=5, bias=bias),
-                             norm_layer(ngf),
-                             nn.ReLU(True)]
-    for i in range(n_downsampling):
-        ch = ngf * 2**i
-        mods += [layers.conv(dims, ch, ch * 2, kernel_size=3, stride=2, padding=1, bias=bias),
-                 norm_layer(ch * 2),
-                 nn.ReLU(True)]
-    return mods
+    return resnet_head(input_nc, ngf, n_downsampling, norm, dims, 5, layers.replication_pad)
 
 
 def edsr_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
               ) -> list[nn.Module]:
     """n_downsampling x [ConvT3 s2 (/2 ch), Norm, ReLU], then ReplPad2, Conv5, Tanh."""
-    norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
-    mods: list[nn.Module] = []
-    for i in range(n_downsampling):
-        ch = ngf * 2 ** (n_downsampling - i)
-        mods += [layers.conv_transpose(dims, ch, ch // 2, kernel_size=3, stride=2, padding=1,
-                                       output_padding=1, bias=bias),
-                 norm_layer(ch // 2),
-                 nn.ReLU(True)]
-    mods += [layers.replication_pad(dims, 2),
-             layers.conv(dims, ngf, output_nc, kernel_size=5),
-             nn.Tanh()]
-    return mods
+    return resnet_tail(output_nc, ngf, n_downsampling, norm, dims, 5, layers.replication_pad)
 
 
 # --------------------------------------------------------------------------- RevGAN generator
