@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from .argparsing import ArgumentParser
 from .errors import UserError, exits_cleanly
 
 COMMANDS = {
@@ -65,7 +65,7 @@ def cmd_eval(argv: list[str]) -> None:
 
     from .evaluate import evaluate_results
 
-    parser = argparse.ArgumentParser(prog="revgan eval", description=COMMANDS["eval"])
+    parser = ArgumentParser(prog="revgan eval", description=COMMANDS["eval"])
     parser.add_argument("--results_dir", required=True,
                         help="a test results folder (results/<name>/test_<epoch>)")
     args = parser.parse_args(argv)
@@ -78,7 +78,7 @@ def cmd_fid(argv: list[str]) -> None:
 
     from .fid import compute_fid_kid
 
-    parser = argparse.ArgumentParser(prog="revgan fid", description=COMMANDS["fid"])
+    parser = ArgumentParser(prog="revgan fid", description=COMMANDS["fid"])
     parser.add_argument("real_dir")
     parser.add_argument("fake_dir")
     parser.add_argument("--batch_size", type=int, default=16)

@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from .argparsing import ArgumentParser
 from .errors import UserError
 
 # Sized to finish in a few minutes on two CPU cores while visibly learning.
@@ -19,7 +20,7 @@ DEMO_2D = dict(size=64, n_train=200, n_val=16, n_test=16, ngf=32, ndf=32, netG="
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="revgan demo", description=__doc__.splitlines()[0],
+    p = ArgumentParser(prog="revgan demo", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root", default="./datasets/revgan_demo", help="where to write the data")
     p.add_argument("--checkpoints_dir", default="./checkpoints")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .argparsing import ArgumentParser
 from .errors import UserError
 from .losses import GAN_MODES
 
@@ -62,7 +63,7 @@ def _size_option(value) -> tuple[int, ...] | None:
 
 
 def build_parser(is_train: bool) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="revgan train" if is_train else "revgan test",
         description=("Train" if is_train else "Test") + " an image-to-image translation model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -241,7 +242,11 @@ def parse_options(argv: list[str], is_train: bool) -> argparse.Namespace:
     opt = parser.parse_args(argv)
     opt.explicit = sorted(_explicit(parser, argv))
     if opt.suffix:
-        opt.name = opt.name + "_" + opt.suffix.format(**vars(opt))
+        try:
+            opt.name = opt.name + "_" + opt.suffix.format(**vars(opt))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise UserError(f"--suffix '{opt.suffix}': cannot fill in {exc} (use option "
+                            "names in braces, e.g. {model}_{netG})") from None
     opt.patch_size = _size_option(opt.patch_size)
     opt.window_size = _size_option(opt.window_size)
     validate(opt)

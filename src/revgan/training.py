@@ -17,7 +17,7 @@ from . import distributed
 from .checkpoint import rng_state, set_rng_state, state_path
 from .data import create_dataset
 from .data.datasets import seed_worker
-from .errors import UserError
+from .errors import UserError, require_creatable
 from .models import create_model
 from .models.base import BaseModel
 from .options import ARCHITECTURE_KEYS, options_to_dict, save_options, select_device
@@ -110,7 +110,7 @@ class Trainer:
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         self.is_main = self.dist.rank == 0
         seed_everything(opt.seed, opt.deterministic)  # same seed on every rank: same init
-        self._prepare_run_dir()
+        self._check_run_dir()
         dataset = create_dataset(opt)
         if len(dataset) == 0:
             raise UserError(f"the dataset in {opt.dataroot} is empty")
@@ -131,22 +131,32 @@ class Trainer:
         elif opt.epoch_count > 1 and state_path(self.run_dir, "latest").exists():
             # the reference's manual resume: weights from --epoch, schedule from --epoch_count
             load_checkpoint(self.run_dir, opt.epoch, self.model.nets, self.device, False)
+        self._commit_run_dir()  # only now that data, model and checkpoint are known good
         self.logger, self.page = self._reporting(len(dataset))
 
     # -- set-up -------------------------------------------------------------------------
-    def _prepare_run_dir(self) -> None:
+    def _check_run_dir(self) -> None:
+        """Refuse a run folder that cannot be used, before anything is written."""
         opt, run = self.opt, self.run_dir
         if self.is_main:
+            require_creatable(run, "run folder")
             recover(run)
             has_run = run.is_dir() and any(run.glob("*_net_*.safetensors"))
             if has_run and not (opt.continue_train or opt.overwrite or opt.epoch_count > 1):
                 raise UserError(f"{run} already holds a trained run; pass --continue_train to "
                                 "resume it, --overwrite to start again, or another --name")
-            if has_run and opt.overwrite and not opt.continue_train:
-                shutil.rmtree(run)
             if opt.continue_train and not state_path(run, "latest").exists():
                 raise UserError(f"--continue_train: no checkpoint to resume in {run} "
                                 "(latest_train_state.pt is missing)")
+        self.dist.barrier()
+
+    def _commit_run_dir(self) -> None:
+        """Replace (--overwrite) or create the run folder and write the options."""
+        opt, run = self.opt, self.run_dir
+        if self.is_main:
+            if opt.overwrite and not opt.continue_train and run.is_dir() and \
+                    any(run.glob("*_net_*.safetensors")):
+                shutil.rmtree(run)
             run.mkdir(parents=True, exist_ok=True)
             save_options(opt, run)
         self.dist.barrier()
