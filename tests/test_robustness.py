@@ -105,9 +105,13 @@ def _counters(path: Path) -> int:
 def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
     common = ["--n_epochs", "2", "--n_epochs_decay", "2", "--deterministic",
               "--save_latest_freq", "2", "--pool_size", "3"]
-    run_cli(*train_args(data, tmp_path, "straight", *common))
-    argv = [sys.executable, "-m", "revgan.cli", *train_args(data, tmp_path, "killed", *common)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # every run in a fresh process with the same settings (thread count included)
+    cli = [sys.executable, "-m", "revgan.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    subprocess.run([*cli, *train_args(data, tmp_path, "straight", *common)], check=True,
+                   env=env, capture_output=True)
+    argv = [*cli, *train_args(data, tmp_path, "killed", *common)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     state = tmp_path / "killed" / "latest_train_state.pt"
     deadline = time.time() + 300
     while _counters(state) < 8 and proc.poll() is None and time.time() < deadline:
@@ -116,7 +120,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 8 <= _counters(state) < 24
-    run_cli(*train_args(data, tmp_path, "killed", *common, "--continue_train"))
+    subprocess.run([*cli, *train_args(data, tmp_path, "killed", *common, "--continue_train")],
+                   check=True, env=env, capture_output=True)
     for net in ("G", "D_A", "D_B"):
         a = weights(tmp_path / "straight" / f"latest_net_{net}.safetensors")
         b = weights(tmp_path / "killed" / f"latest_net_{net}.safetensors")

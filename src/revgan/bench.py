@@ -667,14 +667,20 @@ def run_from_args(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     mem_repeats, time_repeats = (2, 3) if args.quick else (2, 5)
     roundtrip_depths = (4, 16) if args.quick else (2, 32, 48, 64)
     reference_depths = () if args.quick else (2, 48)
-    return run_memory_benchmark(depths, device=device, mem_repeats=mem_repeats,
-                                time_repeats=time_repeats, isolate=args.isolate,
-                                roundtrip_depths=roundtrip_depths,
-                                reference_size_depths=reference_depths, quick=args.quick)
+    threads = torch.get_num_threads()
+    try:  # the thread count is process-wide: give it back to whoever called us
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        return run_memory_benchmark(depths, device=device, mem_repeats=mem_repeats,
+                                    time_repeats=time_repeats, isolate=args.isolate,
+                                    roundtrip_depths=roundtrip_depths,
+                                    reference_size_depths=reference_depths,
+                                    quick=args.quick)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _volume_script() -> Path | None:

@@ -103,7 +103,8 @@ def run_2d(args) -> list[dict]:
     print("(errors in [-1, 1] units; training pages: "
           + ", ".join(str(r["train_page"]) for r in runs) + ")")
     print(f"Train on the same data yourself: python train.py --dataroot {data['unpaired']} "
-          "--name my_run --model unpaired_revgan --load_size 72 --crop_size 64")
+          f"--name my_run --model unpaired_revgan --load_size {size + size // 8} "
+          f"--crop_size {size}")
     return runs
 
 
