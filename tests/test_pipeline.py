@@ -105,7 +105,8 @@ def _interrupt_after(monkeypatch, saves: int, label: str = "latest") -> None:
 def test_resume_equals_uninterrupted_run(where, data, tmp_path, monkeypatch):
     flags = ["train", "--dataroot", data["unpaired"], "--checkpoints_dir", tmp_path,
              *tiny_flags("unpaired_revgan"), "--n_epochs", "1", "--n_epochs_decay", "1",
-             "--deterministic", "--pool_size", "2", "--save_latest_freq", "3"]
+             "--deterministic", "--pool_size", "2", "--save_latest_freq", "3",
+             "--save_epoch_freq", "1"]
     run_cli(*flags, "--name", "straight")
     # mid_epoch: crash right after the checkpoint at image 3 of 4; epoch_end: after epoch 1
     crash = _interrupt_after(monkeypatch, 1 if where == "mid_epoch" else 2)

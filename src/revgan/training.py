@@ -277,10 +277,13 @@ class Trainer:
             metric = self._validate()
         self.model.update_learning_rate(metric)
         finished = self.epoch
-        self._display()
         self.epoch, self.epoch_iter = self.epoch + 1, 0
-        self.save("latest")
+        # Per-epoch work follows --save_epoch_freq, not every epoch: with short epochs a
+        # checkpoint and a page rewrite per epoch would cost more than the training.
         if finished % opt.save_epoch_freq == 0 or finished == last_epoch:
+            if finished == last_epoch:
+                self._display()
+            self.save("latest")
             self.save(str(finished), with_state=False)
 
     def _validate(self) -> float | None:
