@@ -231,3 +231,18 @@ def test_compile_wraps_the_non_reversible_parts(data, tmp_path):
     # one real training run through the compiled parts (dynamo capture, eager backend)
     run_cli("train", *argv, "--n_epochs", "1", "--n_epochs_decay", "0")
     assert (tmp_path / "c" / "latest_net_G.safetensors").is_file()
+
+
+def test_grayscale_to_rgb(data, tmp_path):
+    """One channel in A, three in B: the encoders and decoders follow --input_nc/--output_nc."""
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    run_cli("train", "--dataroot", data["paired"], "--name", "gray", "--checkpoints_dir", ck,
+            *tiny_flags("paired_revgan"), "--input_nc", "1", "--output_nc", "3",
+            "--n_epochs", "1", "--n_epochs_decay", "0")
+    run_cli("test", "--dataroot", data["paired"], "--name", "gray", "--model", "paired_revgan",
+            "--checkpoints_dir", ck, "--results_dir", res, "--no_progress", "--gpu_ids", "-1",
+            "--load_size", "36", "--crop_size", "32")
+    images = res / "gray" / "test_latest" / "images"
+    assert Image.open(next((images / "real_A").glob("*.png"))).mode == "L"
+    assert Image.open(next((images / "fake_B").glob("*.png"))).mode == "RGB"
+    assert Image.open(next((images / "fake_A").glob("*.png"))).mode == "L"

@@ -126,3 +126,23 @@ def test_mismatched_pair_shapes_name_both_files(nifti_pairs, tmp_path, capsys):
     line = cli_error(capsys, "train", "--dataroot", bad, "--name", "bad", "--checkpoints_dir",
                      tmp_path / "ck", "--model", "paired_revgan3d", *TINY_3D)
     assert "trainA/x.nii.gz" in line and "trainB/x.nii.gz" in line
+
+
+def test_two_channel_volumes(tmp_path):
+    """Multi-channel volumes (channel-first .npy) train and test like one-channel ones."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("test", 1)):
+        for side in "AB":
+            (tmp_path / "d" / f"{split}{side}").mkdir(parents=True)
+        for i in range(count):
+            b = rng.random((2, 16, 18, 20)).astype(np.float32)
+            np.save(tmp_path / "d" / f"{split}A" / f"v{i}.npy", b * 0.5)
+            np.save(tmp_path / "d" / f"{split}B" / f"v{i}.npy", b)
+    ck, res = tmp_path / "ck", tmp_path / "res"
+    run_cli("train", "--dataroot", tmp_path / "d", "--name", "mc", "--checkpoints_dir", ck,
+            "--model", "paired_revgan3d", "--netG", "edsrF_2", *TINY_3D, "--input_nc", "2",
+            "--output_nc", "2", "--n_epochs", "1", "--n_epochs_decay", "0")
+    run_cli("test", "--dataroot", tmp_path / "d", "--name", "mc", "--model", "paired_revgan3d",
+            "--checkpoints_dir", ck, "--results_dir", res, "--no_progress", "--gpu_ids", "-1")
+    fake = next((res / "mc" / "test_latest" / "images" / "fake_B").glob("*.nii.gz"))
+    assert nib.load(fake).shape == (16, 18, 20, 2)  # NIfTI keeps channels last

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
+
 
 @dataclass
 class DistState:
@@ -61,6 +63,11 @@ def wrap_model(model, state: DistState, opt: argparse.Namespace) -> None:
     """
     if not state.enabled:
         return
+    if state.device.type != "cuda" and any(isinstance(m, nn.SyncBatchNorm)
+                                           for net in model.nets.values()
+                                           for m in net.modules()):
+        raise UserError("--norm sync_batch needs CUDA devices under torchrun (PyTorch's "
+                        "SyncBatchNorm has no CPU implementation); use --norm batch or instance")
     for key, net in model.nets.items():
         if not any(p.requires_grad for p in net.parameters()):
             continue
