@@ -340,3 +340,31 @@ def test_bad_inputs_raise_user_error():
         gen(rand(1, 3, 8, 8), "sideways")
     with pytest.raises(UserError, match="divisible"):
         define_G("unet_32", 3, 3, ngf=2)(rand(1, 3, 16, 16))
+
+
+@pytest.mark.skipif(not __import__("revgan.memory").memory.has_heap_counter(),
+                    reason="needs glibc's mallinfo2")
+@pytest.mark.parametrize("fully_reversible", [False, True], ids=["revgan", "fully_reversible"])
+def test_generator_activation_memory_is_flat_in_depth(fully_reversible):
+    """Held after the forward pass: the RevGAN generator's grows only by its encoder and
+    decoder (depth-independent); the fully reversible generator's holds just its output."""
+    import gc
+
+    from revgan.memory import heap_bytes
+
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    held = {}
+    for depth in (2, 16):
+        torch.manual_seed(0)
+        G = define_rev_G(f"resnet_{depth}blocks", 3, 3, ngf=16,
+                         fully_reversible=fully_reversible)
+        measurements = []
+        for _ in range(3):
+            gc.collect()
+            before = heap_bytes()
+            y = G(x, "AtoB")
+            measurements.append(heap_bytes() - before)
+            y.mean().backward()
+            del y
+        held[depth] = min(measurements[1:])  # the first call allocates lazily
+    assert held[16] <= 1.1 * held[2] + 64 * 1024, held
