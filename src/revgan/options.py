@@ -303,8 +303,6 @@ def validate(opt: argparse.Namespace) -> None:
         raise UserError(f"--window LOW must be below HIGH, got {opt.window}")
     if opt.window is not None and opt.intensity == "minmax" and "intensity" not in opt.explicit:
         opt.intensity = "window"
-    if opt.norm == "sync_batch" and opt.batch_size < 1:
-        raise UserError("--norm sync_batch needs a batch")
 
 
 def select_device(gpu_ids: str) -> torch.device:

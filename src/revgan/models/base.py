@@ -150,12 +150,11 @@ class BaseModel:
 
     # -- data ---------------------------------------------------------------------------
     def set_input(self, data: dict) -> None:
-        a_to_b = self.opt.direction == "AtoB"
-        self.real_A = data["A" if a_to_b else "B"].to(self.device) if (
-            "A" if a_to_b else "B") in data else None
-        self.real_B = data["B" if a_to_b else "A"].to(self.device) if (
-            "B" if a_to_b else "A") in data else None
-        paths = data.get("A_paths" if a_to_b else "B_paths") or data.get("A_paths")
+        """Model domain A is data folder A, or B when training runs B→A (as upstream)."""
+        source, target = ("A", "B") if self.opt.direction == "AtoB" else ("B", "A")
+        self.real_A = data[source].to(self.device) if source in data else None
+        self.real_B = data[target].to(self.device) if target in data else None
+        paths = data.get(f"{source}_paths") or data.get("A_paths")
         self.image_paths = list(paths) if isinstance(paths, (list, tuple)) else [paths]
 
     # -- precision and steps ------------------------------------------------------------
