@@ -158,9 +158,10 @@ class AdditiveCoupling(_Coupling):
         leaf = inp.detach().requires_grad_(True)
         params = [p for p in net.parameters() if p.requires_grad]
         with torch.enable_grad():
-            out = self._snap(_call(net, leaf, rng, key), dtype)
+            out = _call(net, leaf, rng, key).to(dtype)
+            # the snap's gradient is the identity: differentiate the raw output, snap its value
             grads = torch.autograd.grad(out, [leaf, *params], grad_out, allow_unused=True)
-        return out.detach(), grads[0], dict(zip(params, grads[1:]))
+        return self._snap(out.detach(), dtype), grads[0], dict(zip(params, grads[1:]))
 
     def backward_forward(self, y: Tensor, grad_y: Tensor, rng: RngReplay | None = None):
         """For ``y = forward(x)``: return ``x``, dL/dx and dL/dθ given dL/dy."""
