@@ -54,7 +54,7 @@ def _channels(opt: Namespace) -> tuple[int, int]:
     return input_nc, output_nc
 
 
-def _limited(paths: list[Path], opt: Namespace) -> list[Path]:
+def limit_paths(paths: list[Path], opt: Namespace) -> list[Path]:
     limit = getattr(opt, "max_dataset_size", math.inf)
     if limit is None or limit == math.inf:
         return paths
@@ -63,7 +63,7 @@ def _limited(paths: list[Path], opt: Namespace) -> list[Path]:
     return paths[: int(limit)]
 
 
-def _root(opt: Namespace) -> Path:
+def dataset_root(opt: Namespace) -> Path:
     dataroot = getattr(opt, "dataroot", None)
     if not dataroot:
         raise UserError("--dataroot is required")
@@ -83,8 +83,8 @@ class AlignedDataset(Dataset):
 
     def __init__(self, opt: Namespace):
         self.opt = opt
-        self.dir = _root(opt) / getattr(opt, "phase", "train")
-        self.paths = _limited(list_images(self.dir), opt)
+        self.dir = dataset_root(opt) / getattr(opt, "phase", "train")
+        self.paths = limit_paths(list_images(self.dir), opt)
         self.nc_a, self.nc_b = _channels(opt)
 
     def __len__(self) -> int:
@@ -119,11 +119,11 @@ class UnalignedDataset(Dataset):
 
     def __init__(self, opt: Namespace):
         self.opt = opt
-        root = _root(opt)
+        root = dataset_root(opt)
         phase = getattr(opt, "phase", "train")
         self.dir_A, self.dir_B = root / f"{phase}A", root / f"{phase}B"
-        self.A_paths = _limited(list_images(self.dir_A), opt)
-        self.B_paths = _limited(list_images(self.dir_B), opt)
+        self.A_paths = limit_paths(list_images(self.dir_A), opt)
+        self.B_paths = limit_paths(list_images(self.dir_B), opt)
         self.nc_a, self.nc_b = _channels(opt)
         self.serial = bool(getattr(opt, "serial_batches", False))
 
@@ -157,12 +157,12 @@ class SingleDataset(Dataset):
 
     def __init__(self, opt: Namespace):
         self.opt = opt
-        root = _root(opt)
+        root = dataset_root(opt)
         phase = getattr(opt, "phase", "test")
         side = "B" if _direction(opt) == "BtoA" else "A"
         candidates = [root / f"{phase}{side}", root / phase, root]
         self.dir = next(c for c in candidates if c.is_dir())
-        self.paths = _limited(list_images(self.dir), opt)
+        self.paths = limit_paths(list_images(self.dir), opt)
         self.nc = _channels(opt)[0]
 
     def __len__(self) -> int:

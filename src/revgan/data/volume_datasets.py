@@ -25,7 +25,6 @@ voxels falls back to uniform sampling.
 
 from __future__ import annotations
 
-import math
 from argparse import Namespace
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -38,23 +37,12 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..intensity import Normalizer, make_normalizer
+from .datasets import dataset_root, limit_paths  # one rule for 2D and 3D
 from .volumes import list_volumes, read_volume, volume_stem
 
 VOLUME_DATASET_MODES = ("aligned", "unaligned", "single")
 PAD_VALUE = -1.0
 FOREGROUND_FRACTION = 0.05
-
-
-def _root(opt: Namespace) -> Path:
-    dataroot = getattr(opt, "dataroot", None)
-    if not dataroot:
-        raise UserError("--dataroot is required")
-    root = Path(dataroot)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--dataroot {root} is a file; give the dataset folder")
-    if not root.is_dir():
-        raise UserError(f"dataroot not found: {root}")
-    return root
 
 
 def _patch_size(opt: Namespace) -> tuple[int, int, int]:
@@ -90,15 +78,6 @@ def _channels(opt: Namespace) -> tuple[int, int]:
     if direction not in ("AtoB", "BtoA"):
         raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
     return (output_nc, input_nc) if direction == "BtoA" else (input_nc, output_nc)
-
-
-def _limited(paths: list[Path], opt: Namespace) -> list[Path]:
-    limit = getattr(opt, "max_dataset_size", math.inf)
-    if limit is None or limit == math.inf:
-        return paths
-    if limit < 1:
-        raise UserError(f"--max_dataset_size must be at least 1, got {limit}")
-    return paths[: int(limit)]
 
 
 def _foreground(opt: Namespace) -> float | bool:
@@ -167,7 +146,7 @@ class VolumeDataset(Dataset):
         self.flip_axes = _flip_axes(opt)
         self.foreground = _foreground(opt)
         cache = int(getattr(opt, "volume_cache_mb", 1024)) * 2**20
-        root, phase = _root(opt), getattr(opt, "phase", "train")
+        root, phase = dataset_root(opt), getattr(opt, "phase", "train")
         nc_A, nc_B = _channels(opt)
         norm_A, norm_B = _normalizer(opt, "A"), _normalizer(opt, "B")
 
@@ -177,15 +156,15 @@ class VolumeDataset(Dataset):
                            if c.is_dir())
             norm = norm_B if side == "B" else norm_A
             nc = nc_B if side == "B" else nc_A
-            self.A = _VolumeSource(_limited(list_volumes(folder), opt), norm, nc, cache)
+            self.A = _VolumeSource(limit_paths(list_volumes(folder), opt), norm, nc, cache)
             self.B = None
         else:
-            paths_A = _limited(list_volumes(root / f"{phase}A"), opt)
+            paths_A = limit_paths(list_volumes(root / f"{phase}A"), opt)
             paths_B = list_volumes(root / f"{phase}B")
             if self.mode == "aligned":
                 paths_B = _partners(paths_A, root / f"{phase}A", paths_B, root / f"{phase}B")
             else:
-                paths_B = _limited(paths_B, opt)
+                paths_B = limit_paths(paths_B, opt)
             self.A = _VolumeSource(paths_A, norm_A, nc_A, cache)
             self.B = _VolumeSource(paths_B, norm_B, nc_B, cache)
         self._transforms: dict[bool, Any] = {}
