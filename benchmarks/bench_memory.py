@@ -5,7 +5,7 @@
                                       [--threads N] [--isolate] [--device cpu|cuda] [--overwrite]
 
 Prints a markdown table and writes JSON (and the markdown next to it with --report). The
-measuring logic lives in :mod:`revgan.bench` (also available as ``revgan bench``).
+measuring logic lives in ``benchmarks/harness.py`` (also run by ``revgan bench`` from a checkout).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import argparse
 import json
 from pathlib import Path
 
-from revgan.bench import (
+from harness import (
     add_memory_options,
     markdown_report,
     prepare_output,
     run_from_args,
     write_text,
 )
+
 from revgan.errors import exits_cleanly
 
 

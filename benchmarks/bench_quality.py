@@ -4,7 +4,7 @@
                                        [--models paired_revgan,pix2pix,...] [--threads 1]
                                        [--out benchmarks/results/quality.json] [--overwrite]
 
-On the built-in demo dataset (street-scene labels -> photos, `revgan.demo_data`), trains
+On the built-in demo dataset (street-scene labels -> photos, `revgan.demo.scenes`), trains
 ``paired_revgan`` and ``pix2pix`` on the paired split and ``unpaired_revgan`` and ``cycle_gan`` on
 the unpaired split (trainA/trainB from different scenes) for the same number of training images
 each, tests every model with ``revgan test --eval_metrics`` on the same test scenes (for the
@@ -30,18 +30,18 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
+from harness import machine_info, prepare_output, write_text  # noqa: E402
 
-from revgan.bench import machine_info, prepare_output, write_text  # noqa: E402
-from revgan.cli import main as revgan_main  # noqa: E402
+from revgan.cli.main import main as revgan_main  # noqa: E402
+from revgan.config import parse_options  # noqa: E402
 from revgan.data import create_dataset  # noqa: E402
 from revgan.data.images import read_image  # noqa: E402
-from revgan.demo_data import make_demo_dataset  # noqa: E402
+from revgan.demo.scenes import make_demo_dataset  # noqa: E402
+from revgan.engine.memory import peak_memory  # noqa: E402
 from revgan.errors import UserError, exits_cleanly  # noqa: E402
-from revgan.memory import peak_memory  # noqa: E402
 from revgan.models import create_model  # noqa: E402
 from revgan.networks import count_parameters  # noqa: E402
-from revgan.options import parse_options  # noqa: E402
-from revgan.runstate import load_checkpoint  # noqa: E402
+from revgan.runs.checkpoints import load_checkpoint  # noqa: E402
 
 # model -> (demo split it trains on, generator name pattern, has a B->A direction)
 MODELS: dict[str, tuple[str, str, bool]] = {

@@ -3,10 +3,11 @@
     python benchmarks/bench_soak.py [--iterations 2000] [--quick] [--model unpaired_revgan]
                                     [--out benchmarks/results/soak.json] [--overwrite]
 
-Runs a real training (``revgan.training.Trainer``, in this process) on a tiny demo dataset for
+Runs a real training (``revgan.train.loop.Trainer``, in this process) on a tiny demo dataset for
 many epochs, with periodic checkpoints, the HTML page, TensorBoard logging and validation on,
 and samples the resident set size (``/proc/self/statm``) and the live glibc heap
-(``revgan.memory.heap_bytes``) every few iterations by wrapping the model's ``optimize``. Reports
+(``revgan.engine.memory.heap_bytes``) every few iterations by wrapping the model's
+``optimize``. Reports
 memory after warm-up and at the end, the growth per 1000 iterations and a least-squares slope
 after warm-up (target: flat). Prints a table and writes JSON with every sample.
 """
@@ -30,14 +31,14 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from harness import machine_info, prepare_output, write_text  # noqa: E402
 
-from revgan import distributed  # noqa: E402
-from revgan.bench import machine_info, prepare_output, write_text  # noqa: E402
-from revgan.demo_data import make_demo_dataset  # noqa: E402
+from revgan.config import parse_options  # noqa: E402
+from revgan.demo.scenes import make_demo_dataset  # noqa: E402
+from revgan.engine.memory import has_heap_counter, heap_bytes  # noqa: E402
 from revgan.errors import UserError, exits_cleanly  # noqa: E402
-from revgan.memory import has_heap_counter, heap_bytes  # noqa: E402
-from revgan.options import parse_options  # noqa: E402
-from revgan.training import Trainer  # noqa: E402
+from revgan.train import distributed  # noqa: E402
+from revgan.train.loop import Trainer  # noqa: E402
 
 MB = 2.0**20
 PAGE = os.sysconf("SC_PAGE_SIZE")

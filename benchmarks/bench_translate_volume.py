@@ -123,7 +123,7 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from revgan.inference import translate_array
+    from revgan.infer.windows import translate_array
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from revgan.cli import main
+from revgan.cli.main import main
 
 
 def run_cli(*args: str) -> None:

@@ -1,7 +1,7 @@
 """The bad-input catalogue (issue #6): every mistake a user can make ends in ONE line on stderr
 starting ``revgan: error: ``, exit code 2, no traceback, and nothing written before is lost.
 
-Each case runs the real command line (``revgan.cli.main``; a few through a subprocess).
+Each case runs the real command line (``revgan.cli.main.main``; a few through a subprocess).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 from helpers import cli_error, run_cli, tiny_flags
 from PIL import Image
 
-from revgan.demo_data import make_demo_dataset
-from revgan.demo_volumes import make_demo_volumes
+from revgan.demo.scenes import make_demo_dataset
+from revgan.demo.volumes import make_demo_volumes
 
 REPO = Path(__file__).resolve().parents[1]
 ONE_EPOCH = ["--n_epochs", "1", "--n_epochs_decay", "0"]
@@ -512,7 +512,7 @@ def test_40_subprocess_worker_error(data, tmp_path):
     root = copy_tree(data["unpaired"], tmp_path / "data")
     for path in (root / "trainB").glob("*.png"):
         path.write_bytes(b"garbage")
-    done = _terminal(["-m", "revgan.cli", *args_train(root, tmp_path / "ck", "run",
+    done = _terminal(["-m", "revgan.cli.main", *args_train(root, tmp_path / "ck", "run",
                                                       "--num_threads", "2")])
     assert "cannot read image" in _assert_one_line(done)
 

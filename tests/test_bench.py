@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from revgan import bench
-from revgan.bench import BenchSpec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import harness as bench  # noqa: E402
+from harness import BenchSpec  # noqa: E402
+
 from revgan.errors import UserError
 
 TINY = BenchSpec(dims=2, input_shape=(1, 3, 32, 32), ngf=8)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))  # the scripts import benchmarks/harness.py
 
 
 def _load(name: str):

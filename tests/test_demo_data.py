@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from revgan.data import create_dataset
-from revgan.demo_data import PALETTE, label_map_to_classes, main, make_demo_dataset, make_scene
+from revgan.demo.scenes import PALETTE, label_map_to_classes, main, make_demo_dataset, make_scene
 from revgan.errors import UserError
 
 SMALL = dict(size=32, n_train=4, n_val=2, n_test=3)

@@ -12,10 +12,10 @@ import torch
 import torch.multiprocessing as mp
 from helpers import tiny_flags
 
-from revgan import distributed
-from revgan.demo_data import make_demo_dataset
-from revgan.options import parse_options
-from revgan.training import Trainer
+from revgan.config import parse_options
+from revgan.demo.scenes import make_demo_dataset
+from revgan.train import distributed
+from revgan.train.loop import Trainer
 
 
 def _free_port() -> int:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from revgan.cli import main
-from revgan.demo_data import make_demo_dataset
-from revgan.loading import load_generator
+from revgan.cli.main import main
+from revgan.demo.scenes import make_demo_dataset
+from revgan.infer.load import load_generator
 
 TOL = 1e-4
 

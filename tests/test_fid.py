@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from revgan import fid as fid_module
 from revgan.errors import UserError
-from revgan.fid import compute_fid_kid
+from revgan.evaluation import fid as fid_module
+from revgan.evaluation.fid import compute_fid_kid
 
 N_IMAGES = 8
 SIZE = 32

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from revgan.errors import UserError
-from revgan.inference import sliding_window_translate, translate_array, translate_path
+from revgan.infer.windows import sliding_window_translate, translate_array, translate_path
 
 
 def identity(t: torch.Tensor) -> torch.Tensor:

@@ -10,15 +10,15 @@ import torch
 from PIL import Image
 
 from revgan.errors import UserError
-from revgan.metrics import (
+from revgan.evaluation.metrics import (
     cycle_metrics,
     cycle_metrics_per_item,
     paired_metrics,
     paired_metrics_per_item,
     ssim_kernel_size,
 )
-from revgan.plots import plot_curves
-from revgan.visuals import save_display_png, to_display
+from revgan.reporting.plots import plot_curves
+from revgan.reporting.visuals import save_display_png, to_display
 
 
 def _numpy_ssim(x: np.ndarray, y: np.ndarray, data_range: float, k: int, sigma: float) -> float:
@@ -157,7 +157,7 @@ def test_evaluate_paired_2d_and_3d(tmp_path) -> None:
 
     import nibabel as nib
 
-    from revgan.evaluate import evaluate_results, page_tables, read_metrics_csv
+    from revgan.evaluation.results import evaluate_results, page_tables, read_metrics_csv
 
     images = tmp_path / "images"
     ramp8 = np.tile(np.arange(0, 200, 10), (12, 1))  # 12×20, values 0..190
@@ -216,7 +216,7 @@ def test_evaluate_paired_2d_and_3d(tmp_path) -> None:
 
 
 def test_evaluate_unpaired_uses_cycle_pairs(tmp_path) -> None:
-    from revgan.evaluate import evaluate_results, read_metrics_csv
+    from revgan.evaluation.results import evaluate_results, read_metrics_csv
 
     images = tmp_path / "images"
     base = np.tile(np.arange(20, 220, 10), (16, 1))
@@ -240,7 +240,7 @@ def test_evaluate_unpaired_uses_cycle_pairs(tmp_path) -> None:
 
 
 def test_evaluate_user_errors(tmp_path) -> None:
-    from revgan.evaluate import evaluate_results
+    from revgan.evaluation.results import evaluate_results
 
     with pytest.raises(UserError, match="results folder not found"):
         evaluate_results(tmp_path / "nope")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from revgan.engine.reversible import Invertible1x1Conv
 from revgan.errors import UserError
 from revgan.networks import (
     FullyReversibleGenerator,
@@ -16,7 +17,6 @@ from revgan.networks import (
     define_rev_G,
     init_weights,
 )
-from revgan.reversible import Invertible1x1Conv
 
 
 def randomize(net: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
@@ -342,7 +342,7 @@ def test_bad_inputs_raise_user_error():
         define_G("unet_32", 3, 3, ngf=2)(rand(1, 3, 16, 16))
 
 
-@pytest.mark.skipif(not __import__("revgan.memory").memory.has_heap_counter(),
+@pytest.mark.skipif(not __import__("revgan.engine.memory").memory.has_heap_counter(),
                     reason="needs glibc's mallinfo2")
 @pytest.mark.parametrize("fully_reversible", [False, True], ids=["revgan", "fully_reversible"])
 def test_generator_activation_memory_is_flat_in_depth(fully_reversible):
@@ -350,7 +350,7 @@ def test_generator_activation_memory_is_flat_in_depth(fully_reversible):
     decoder (depth-independent); the fully reversible generator's holds just its output."""
     import gc
 
-    from revgan.memory import heap_bytes
+    from revgan.engine.memory import heap_bytes
 
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
     held = {}

@@ -15,10 +15,10 @@ import torch
 from helpers import cli_error, run_cli, tiny_flags, weights
 from PIL import Image
 
-from revgan.demo_data import make_demo_dataset
-from revgan.options import parse_options
-from revgan.tracking import parse_loss_log
-from revgan.training import Trainer
+from revgan.config import parse_options
+from revgan.demo.scenes import make_demo_dataset
+from revgan.reporting.tracking import parse_loss_log
+from revgan.train.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_2D = ["unpaired_revgan", "paired_revgan", "cycle_gan", "pix2pix"]

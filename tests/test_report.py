@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from revgan.report import ResultsPage, TrainingPage
-from revgan.visuals import save_display_png
+from revgan.reporting.results_page import ResultsPage, TrainingPage
+from revgan.reporting.visuals import save_display_png
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -46,7 +46,7 @@ def _training_page(web: Path) -> Path:
     page = TrainingPage(web, "run <demo>")
     vol = torch.rand(1, 1, 6, 10, 12) * 2 - 1
     page.add_visuals(2, 50, {"real_A": vol, "fake_B": vol.flip(-1)})
-    from revgan.plots import plot_curves
+    from revgan.reporting.plots import plot_curves
 
     curve = plot_curves({"G_A": [(0.5, 1.0), (1.0, 0.8), (1.5, 0.6)]}, web / "losses.png",
                         "losses", "loss")

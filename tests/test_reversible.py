@@ -9,9 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from revgan.layers import conv, norm_layer, reflection_pad
-from revgan.memory import has_heap_counter, heap_bytes
-from revgan.reversible import (
+from revgan.engine.memory import has_heap_counter, heap_bytes
+from revgan.engine.reversible import (
     AdditiveCoupling,
     AffineCoupling,
     ChannelPermutation,
@@ -20,6 +19,7 @@ from revgan.reversible import (
     ReversibleSequence,
     Squeeze,
 )
+from revgan.networks.layers import conv, norm_layer, reflection_pad
 
 
 def branch(channels: int, dims: int, out_factor: int = 1, std: float = 0.05,

@@ -15,11 +15,11 @@ import pytest
 import torch
 from helpers import cli_error, run_cli, tiny_flags, weights
 
-from revgan import runstate
-from revgan.checkpoint import load_training_state
-from revgan.demo_data import make_demo_dataset
+from revgan.demo.scenes import make_demo_dataset
 from revgan.errors import UserError
-from revgan.losses import GANLoss
+from revgan.models.losses import GANLoss
+from revgan.runs import commit as runstate
+from revgan.runs.checkpoints import load_training_state
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
     common = ["--n_epochs", "2", "--n_epochs_decay", "2", "--deterministic",
               "--save_latest_freq", "2", "--pool_size", "3"]
     # every run in a fresh process with the same settings (thread count included)
-    cli = [sys.executable, "-m", "revgan.cli"]
+    cli = [sys.executable, "-m", "revgan.cli.main"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     subprocess.run([*cli, *train_args(data, tmp_path, "straight", *common)], check=True,
                    env=env, capture_output=True)

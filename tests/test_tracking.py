@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from revgan.errors import UserError
-from revgan.tracking import RunLogger, format_loss_line, parse_loss_log
+from revgan.reporting.tracking import RunLogger, format_loss_line, parse_loss_log
 
 UPSTREAM_LINE = re.compile(
     r"^\(epoch: \d+, iters: \d+, time: \d+\.\d{3}, data: \d+\.\d{3}\)( \w+: -?\d+\.\d{3})+$")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from helpers import cli_error, run_cli
 
-from revgan import translate as translate_module
-from revgan.demo_volumes import make_demo_volumes
+from revgan.demo.volumes import make_demo_volumes
+from revgan.infer import translate as translate_module
 
 AFFINE = np.array([[0.0, -1.2, 0.0, 40.0],
                    [1.5, 0.0, 0.0, -22.0],

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from revgan.data.intensity import NORM_KINDS, make_normalizer, normalizer_from_dict, output_stats
 from revgan.data.volume_datasets import create_volume_dataset
 from revgan.data.volumes import list_volumes, read_volume, volume_stem, write_volume
-from revgan.demo_volumes import make_demo_volumes
+from revgan.demo.volumes import make_demo_volumes
 from revgan.errors import UserError
-from revgan.intensity import NORM_KINDS, make_normalizer, normalizer_from_dict, output_stats
 
 AFFINE = np.array([[0.0, 0.0, 2.5, -30.0], [1.5, 0.0, 0.0, 12.0], [0.0, 1.25, 0.0, 4.0],
                    [0.0, 0.0, 0.0, 1.0]])

@@ -1,6 +1,6 @@
 """Data layer: image readers/writers, 2D transforms and datasets (3D lives in volume_*)."""
 
-from .datasets import (
+from revgan.data.datasets import (
     DATASET_MODES,
     AlignedDataset,
     SingleDataset,
@@ -8,8 +8,15 @@ from .datasets import (
     create_dataset,
     seed_worker,
 )
-from .images import IMAGE_EXTENSIONS, ImageMeta, list_images, read_image, to_channels, write_image
-from .transforms import PREPROCESS_MODES, apply_transform, get_params, pad_to_multiple
+from revgan.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageMeta,
+    list_images,
+    read_image,
+    to_channels,
+    write_image,
+)
+from revgan.data.transforms import PREPROCESS_MODES, apply_transform, get_params, pad_to_multiple
 
 __all__ = [
     "DATASET_MODES",

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from .images import list_images, read_image, to_channels
-from .transforms import apply_transform, get_params
+from revgan.data.images import list_images, read_image, to_channels
+from revgan.data.transforms import apply_transform, get_params
+from revgan.errors import UserError
 
 DATASET_MODES = ("aligned", "unaligned", "single")
 
@@ -178,7 +178,7 @@ class SingleDataset(Dataset):
 def create_dataset(opt: Namespace) -> Dataset:
     """Build the dataset named by ``opt.dataset_mode``; ``opt.dims == 3`` selects volumes."""
     if int(getattr(opt, "dims", 2)) == 3:
-        from .volume_datasets import create_volume_dataset
+        from revgan.data.volume_datasets import create_volume_dataset
 
         return create_volume_dataset(opt)
     mode = getattr(opt, "dataset_mode", "unaligned")

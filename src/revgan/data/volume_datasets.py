@@ -35,10 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from ..intensity import Normalizer, make_normalizer
-from .datasets import dataset_root, limit_paths  # one rule for 2D and 3D
-from .volumes import list_volumes, read_volume, volume_stem
+from revgan.data.datasets import dataset_root, limit_paths  # one rule for 2D and 3D
+from revgan.data.intensity import Normalizer, make_normalizer
+from revgan.data.volumes import list_volumes, read_volume, volume_stem
+from revgan.errors import UserError
 
 VOLUME_DATASET_MODES = ("aligned", "unaligned", "single")
 PAD_VALUE = -1.0

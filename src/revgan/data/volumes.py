@@ -4,7 +4,7 @@ NIfTI stores a 4D multi-channel volume channel-LAST (x, y, z, c); here every vol
 channel-FIRST, so readers move the channel axis to the front and the NIfTI writer moves it
 back. The NIfTI affine and header travel in :class:`VolumeMeta` so a written result opens
 aligned with its input in any viewer. Values are returned in the file's own units: intensity
-normalisation is the job of :mod:`revgan.intensity`.
+normalisation is the job of :mod:`revgan.data.intensity`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError
+from revgan.errors import UserError
 
 VOLUME_EXTENSIONS = (".nii.gz", ".nii", ".npy", ".npz")
 _NPZ_KEYS = ("arr_0", "volume")

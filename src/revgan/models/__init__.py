@@ -6,11 +6,11 @@ import argparse
 
 import torch
 
-from ..errors import UserError
-from .base import BaseModel
-from .paired import PairedModel
-from .single import SingleDirectionModel
-from .unpaired import UnpairedModel
+from revgan.errors import UserError
+from revgan.models.base import BaseModel
+from revgan.models.paired import PairedModel
+from revgan.models.single import SingleDirectionModel
+from revgan.models.unpaired import UnpairedModel
 
 # model name -> (objective, generator kind, trains both directions)
 SPECS: dict[str, tuple[str, str, bool]] = {

@@ -8,12 +8,12 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import unwrap
-from ..data.transforms import pad_to_multiple
-from ..errors import UserError
-from ..networks import define_D, define_G, define_rev_G
-from ..reversible import ReversibleSequence
-from .pool import ImagePool
+from revgan.data.transforms import pad_to_multiple
+from revgan.engine.reversible import ReversibleSequence
+from revgan.errors import UserError
+from revgan.models.pool import ImagePool
+from revgan.networks import define_D, define_G, define_rev_G
+from revgan.runs.checkpoints import unwrap
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -202,7 +202,7 @@ class BaseModel:
         through blended sliding windows; others are padded to the network's stride and
         cropped back.
         """
-        from ..inference import sliding_window_translate
+        from revgan.infer.windows import sliding_window_translate
 
         G, dims = self.generator, self.opt.dims
         multiple = getattr(G, "size_divisor", 1)

@@ -12,8 +12,8 @@ import argparse
 import torch
 from torch import nn
 
-from ..losses import GANLoss, gradient_penalty
-from .base import BaseModel, build_discriminator, build_generator
+from revgan.models.base import BaseModel, build_discriminator, build_generator
+from revgan.models.losses import GANLoss, gradient_penalty
 
 
 class PairedModel(BaseModel):

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from .base import BaseModel, build_generator
+from revgan.models.base import BaseModel, build_generator
 
 
 class SingleDirectionModel(BaseModel):

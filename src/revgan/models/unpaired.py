@@ -11,10 +11,10 @@ import argparse
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..losses import GANLoss, gradient_penalty
-from .base import BaseModel, build_discriminator, build_generator
-from .pool import ImagePool
+from revgan.errors import UserError
+from revgan.models.base import BaseModel, build_discriminator, build_generator
+from revgan.models.losses import GANLoss, gradient_penalty
+from revgan.models.pool import ImagePool
 
 
 class UnpairedModel(BaseModel):

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from .discriminators import NLayerDiscriminator, PixelDiscriminator, define_D
-from .generators import ResnetGenerator, UnetGenerator, define_G
-from .init import init_weights, zero_init
-from .revnet import FullyReversibleGenerator, RevGenerator, define_rev_G
+from revgan.networks.discriminators import NLayerDiscriminator, PixelDiscriminator, define_D
+from revgan.networks.generators import ResnetGenerator, UnetGenerator, define_G
+from revgan.networks.init import init_weights, zero_init
+from revgan.networks.reversible_generators import (
+    FullyReversibleGenerator,
+    RevGenerator,
+    define_rev_G,
+)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

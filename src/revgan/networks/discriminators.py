@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .. import layers
-from ..errors import UserError
-from .init import init_weights
+from revgan.errors import UserError
+from revgan.networks import layers
+from revgan.networks.init import init_weights
 
 D_NAMES = ("basic", "n_layers", "pixel")
 

@@ -1,7 +1,7 @@
 """Baseline (non-reversible) generators: the CycleGAN ResNet generator and the pix2pix U-Net.
 
 Both are dims-generic (2D images or 3D volumes). The ResNet head/tail builders are shared
-with the RevGAN generator in :mod:`revgan.networks.revnet`.
+with the RevGAN generator in :mod:`revgan.networks.reversible_generators`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import re
 import torch
 from torch import Tensor, nn
 
-from .. import layers
-from ..errors import UserError
-from .init import init_weights
+from revgan.errors import UserError
+from revgan.networks import layers
+from revgan.networks.init import init_weights
 
 # 3D U-Nets stop at this many levels whatever unet_<N> says (the reference's 3D U-Net depth),
 # so every unet name runs on volume patches whose sides are multiples of 16.

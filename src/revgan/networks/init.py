@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.conv import _ConvNd
 
-from ..errors import UserError
+from revgan.errors import UserError
 
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 

@@ -1,0 +1,1 @@
+"""The revgan demo: generated data, a short training run, pages and numbers."""
