@@ -3,7 +3,7 @@
 
 import sys
 
-from revgan.cli import main
+from revgan.cli.main import main
 
 if __name__ == "__main__":
     main(["test", *sys.argv[1:]])
