@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +120,8 @@ class BaseModel:
         self.nonfinite_total = 0
         self.nonfinite_streak = 0
         self._step_skipped = False
+        # backward each group of generator loss terms as soon as it is formed (step_in_groups)
+        self.grouped_backward = False
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16,
                           "fp16": torch.float16}[getattr(opt, "amp", "none")]
 
@@ -177,6 +180,43 @@ class BaseModel:
             self._step_skipped = True
             return
         scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def step_in_groups(self, name: str, groups: Iterable[Callable[[], Tensor]]) -> None:
+        """Zero, backpropagate and step optimiser ``name`` for the sum of the groups' losses.
+
+        Each group is a callable that runs its forward and returns its loss. With
+        ``grouped_backward`` a group is backpropagated as soon as it is formed, so its graph
+        is freed before the next group's forward and the step's peak memory is that of the
+        largest group, not of all of them (a sum's gradient is the sum of the gradients, so
+        the result is the same). Otherwise the losses are summed and backpropagated once,
+        as upstream. Forwards run in the same order either way, so random draws (dropout)
+        and norm statistics match. DDP needs one backward per forward set, so wrapped
+        networks always use the summed backward. A non-finite loss skips the step.
+        """
+        optimizer, scaler = self.optimizers[name], self.scalers[name]
+        optimizer.zero_grad(set_to_none=True)
+        grouped = self.grouped_backward and not any(
+            isinstance(net, nn.parallel.DistributedDataParallel) for net in self.nets.values())
+        total, finite = None, True
+        for group in groups:
+            with self.autocast():
+                loss = group()
+            # the remaining forwards still run: the D step and the visuals need their fakes
+            finite = finite and bool(torch.isfinite(loss.detach()).all())
+            if not finite:
+                continue
+            if grouped:
+                scaler.scale(loss).backward()
+            else:
+                total = loss if total is None else total + loss
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            self._step_skipped = True
+            return
+        if total is not None:
+            scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
 

@@ -21,6 +21,7 @@ class PairedModel(BaseModel):
                  bidirectional: bool):
         super().__init__(opt, device)
         self.bidirectional = bidirectional
+        self.grouped_backward = generator == "rev"
         self.nets["G"] = build_generator(opt, generator)
         self.loss_names = ["G_GAN_B", "G_L1_B", "D_B"]
         self.visual_names = ["real_A", "fake_B", "real_B"]
@@ -54,21 +55,28 @@ class PairedModel(BaseModel):
         if self.bidirectional:
             self.fake_A = G(self.real_B, "BtoA")
 
+    def _generator_groups(self) -> list:
+        """One group of terms (GAN + L1) per direction (see ``step_in_groups``)."""
+        G = self.nets["G"]
+
+        def direction(direction: str, source, target, d_name: str, s: str):
+            def group() -> torch.Tensor:
+                fake = G(source, direction)
+                setattr(self, f"fake_{s}", fake)
+                pred = self.plain(d_name)(torch.cat([source, fake], 1))
+                gan = self.gan(pred, True, for_discriminator=False)
+                l1 = self.l1(fake.float(), target) * self.opt.lambda_L1
+                self.record(**{f"G_GAN_{s}": gan, f"G_L1_{s}": l1})
+                return gan + l1
+            return group
+
+        return [direction(*args) for args in self._directions()]
+
     def optimize_parameters(self) -> None:
         opt = self.opt
         discriminators = [self.plain(d) for _, _, _, d, _ in self._directions()]
-        with self.autocast():
-            self.forward()
-            self.set_requires_grad(discriminators, False)
-            loss_G = 0.0
-            for direction, source, target, d_name, s in self._directions():
-                fake = self.fake_B if direction == "AtoB" else self.fake_A
-                pred = self.plain(d_name)(torch.cat([source, fake], 1))
-                gan = self.gan(pred, True, for_discriminator=False)
-                l1 = self.l1(fake.float(), target) * opt.lambda_L1
-                self.record(**{f"G_GAN_{s}": gan, f"G_L1_{s}": l1})
-                loss_G = loss_G + gan + l1
-        self.apply_step("G", loss_G)
+        self.set_requires_grad(discriminators, False)
+        self.step_in_groups("G", self._generator_groups())
         self.set_requires_grad(discriminators, True)
         for _ in range(opt.D_rollout):
             loss_D = 0.0

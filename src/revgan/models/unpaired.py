@@ -22,6 +22,7 @@ class UnpairedModel(BaseModel):
 
     def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
         super().__init__(opt, device)
+        self.grouped_backward = generator == "rev"
         self.nets["G"] = build_generator(opt, generator)
         self.visual_names = ["real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"]
         if self.is_train:
@@ -48,23 +49,41 @@ class UnpairedModel(BaseModel):
         self.fake_A = G(self.real_B, "BtoA")
         self.rec_B = G(self.fake_A, "AtoB")
 
-    def _generator_loss(self) -> torch.Tensor:
+    def _generator_groups(self) -> list:
+        """The generator objective as independent groups of terms (see ``step_in_groups``):
+        each direction's cycle with its GAN term, then each identity term."""
         opt, G = self.opt, self.nets["G"]
-        lam_idt = opt.lambda_identity
-        if lam_idt > 0:
-            self.idt_A = G(self.real_B, "AtoB")
-            self.idt_B = G(self.real_A, "BtoA")
-            loss_idt_A = self.l1(self.idt_A.float(), self.real_B) * opt.lambda_B * lam_idt
-            loss_idt_B = self.l1(self.idt_B.float(), self.real_A) * opt.lambda_A * lam_idt
+        real = {"A": self.real_A, "B": self.real_B}
+        lam = {"A": opt.lambda_A, "B": opt.lambda_B}
+
+        def cycle(s: str, t: str):  # s: source domain, t: target domain
+            def group() -> torch.Tensor:
+                fake = G(real[s], f"{s}to{t}")
+                rec = G(fake, f"{t}to{s}")
+                setattr(self, f"fake_{t}", fake)
+                setattr(self, f"rec_{s}", rec)
+                # D_A judges domain B (outputs of A→B), D_B judges domain A, as upstream
+                loss_gan = self.gan(self.plain(f"D_{s}")(fake), True, for_discriminator=False)
+                loss_cycle = self.l1(rec.float(), real[s]) * lam[s]
+                self.record(**{f"G_{s}": loss_gan, f"cycle_{s}": loss_cycle})
+                return loss_gan + loss_cycle
+            return group
+
+        def identity(s: str, t: str):  # idt_A = G_{A→B}(real_B), as upstream
+            def group() -> torch.Tensor:
+                idt = G(real[t], f"{s}to{t}")
+                setattr(self, f"idt_{s}", idt)
+                loss = self.l1(idt.float(), real[t]) * lam[t] * opt.lambda_identity
+                self.record(**{f"idt_{s}": loss})
+                return loss
+            return group
+
+        groups = [cycle("A", "B"), cycle("B", "A")]
+        if opt.lambda_identity > 0:
+            groups += [identity("A", "B"), identity("B", "A")]
         else:
-            loss_idt_A = loss_idt_B = torch.zeros((), device=self.device)
-        loss_G_A = self.gan(self.plain("D_A")(self.fake_B), True, for_discriminator=False)
-        loss_G_B = self.gan(self.plain("D_B")(self.fake_A), True, for_discriminator=False)
-        loss_cycle_A = self.l1(self.rec_A.float(), self.real_A) * opt.lambda_A
-        loss_cycle_B = self.l1(self.rec_B.float(), self.real_B) * opt.lambda_B
-        self.record(G_A=loss_G_A, G_B=loss_G_B, cycle_A=loss_cycle_A, cycle_B=loss_cycle_B,
-                    idt_A=loss_idt_A, idt_B=loss_idt_B)
-        return loss_G_A + loss_G_B + loss_cycle_A + loss_cycle_B + loss_idt_A + loss_idt_B
+            self.record(idt_A=0.0, idt_B=0.0)
+        return groups
 
     def _discriminator_loss(self, D: nn.Module, real: torch.Tensor,
                             fake: torch.Tensor) -> torch.Tensor:
@@ -75,11 +94,8 @@ class UnpairedModel(BaseModel):
 
     def optimize_parameters(self) -> None:
         D_A, D_B = self.nets["D_A"], self.nets["D_B"]
-        with self.autocast():
-            self.forward()
-            self.set_requires_grad([D_A, D_B], False)
-            loss_G = self._generator_loss()
-        self.apply_step("G", loss_G)
+        self.set_requires_grad([D_A, D_B], False)
+        self.step_in_groups("G", self._generator_groups())
         self.set_requires_grad([D_A, D_B], True)
         fake_B = self.pools["B"].query(self.fake_B.detach())
         fake_A = self.pools["A"].query(self.fake_A.detach())
