@@ -1,308 +1,431 @@
-"""Command-line options, with the reference's flag names (upstream and older RevGAN ones).
+"""The one typed configuration: every option's name, type, default and help, in one place.
 
-Model-dependent defaults (dataset mode, GAN loss, generator, norm, 3D sizes) are applied
-after the model name is known, as pytorch-CycleGAN-and-pix2pix does; explicit flags win.
+:class:`RunConfig` is a flat dataclass (``cfg.ngf``, ``cfg.direction``) assembled from groups
+(model, data, volumes, precision, training, logging, testing). The command line is generated
+from its fields (``revgan.cli.options``), model-dependent defaults come from the model
+registry (``revgan.models.registry``), and a run saves it as ``train_opt.json``, which
+``revgan train --config`` reads back. Nothing else holds a default.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from revgan.cli.argparsing import ArgumentParser
 from revgan.errors import UserError
-from revgan.models.losses import GAN_MODES
 
-MODEL_DEFAULTS: dict[str, dict] = {
-    "unpaired_revgan": dict(dataset_mode="unaligned", gan_mode="lsgan", pool_size=50,
-                            netG="resnet_9blocks", norm="instance", no_dropout=True),
-    "paired_revgan": dict(dataset_mode="aligned", gan_mode="vanilla", pool_size=0,
-                          netG="resnet_9blocks", norm="instance", no_dropout=True),
-    "cycle_gan": dict(dataset_mode="unaligned", gan_mode="lsgan", pool_size=50,
-                      netG="resnet_9blocks", norm="instance", no_dropout=True),
-    "pix2pix": dict(dataset_mode="aligned", gan_mode="vanilla", pool_size=0, netG="unet_256",
-                    norm="batch", no_dropout=False),
-    "test": dict(dataset_mode="single", netG="resnet_9blocks", norm="instance",
-                 no_dropout=True),
-}
-# 3D: the same objectives with dims=3; sizes follow the reference's 3D experiments.
-_3D = dict(dims=3, input_nc=1, output_nc=1, ngf=32, ndf=32, lambda_identity=0.0,
-           preprocess="none", norm="instance", patch_size=(32, 32, 32))
-MODEL_DEFAULTS.update({
-    "unpaired_revgan3d": {**MODEL_DEFAULTS["unpaired_revgan"], **_3D, "netG": "edsrF_6"},
-    "paired_revgan3d": {**MODEL_DEFAULTS["paired_revgan"], **_3D, "netG": "edsrF_6"},
-    "cycle_gan3d": {**MODEL_DEFAULTS["cycle_gan"], **_3D, "netG": "resnet_6blocks"},
-    "pix2pix3d": {**MODEL_DEFAULTS["pix2pix"], **_3D, "netG": "unet_32"},
-})
-MODELS = tuple(MODEL_DEFAULTS)
-
-# Options that define the networks' shapes: `test` takes them from the training run unless
-# they are given explicitly, so a checkpoint is always rebuilt as it was trained.
-ARCHITECTURE_KEYS = ("input_nc", "output_nc", "ngf", "ndf", "netG", "netD", "n_layers_D",
-                     "norm", "n_downsampling", "coupling", "fully_reversible", "no_dropout",
-                     "dims", "intensity", "window", "intensity_B", "window_B", "percentiles",
-                     "patch_size")
+GAN_MODES = ("lsgan", "vanilla", "wgangp", "hinge")
+INTENSITY_KINDS = ("minmax", "percentile", "window", "zscore", "none")
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+DIRECTIONS = ("AtoB", "BtoA")
+REQUIRED = dataclasses.MISSING  # an option without a default: the command line must give it
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
+def option(default: Any, help: str, *, flags: tuple[str, ...] = (), choices=None,
+           only: str | None = None, kind: str | None = None, architecture: bool = False,
+           test_default: Any = dataclasses.MISSING) -> Any:
+    """A configuration field with its command-line metadata.
+
+    ``flags``: older spellings that set the same field; ``only``: ``"train"`` or ``"test"``
+    for options of one command; ``kind``: how text is parsed (``ints``: ``32`` or
+    ``32,32,16``; ``pair``: two floats; ``optional_const``: a flag with an optional value);
+    ``architecture``: the option shapes the networks, so ``test`` takes it from the trained
+    run; ``test_default``: the default of ``revgan test`` where it differs.
+    """
+    meta = dict(help=help, flags=flags, choices=choices, only=only, kind=kind,
+                architecture=architecture, test_default=test_default)
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for sequence defaults")
+    if default is REQUIRED:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def derived(default: Any) -> Any:
+    """A field computed from the others, never given on the command line."""
+    return field(default=default, metadata=dict(derived=True))
+
+
+@dataclass
+class BasicOptions:
+    dataroot: str | None = option(None, "dataset folder (trainA/trainB, train/, or volumes "
+                                        "in <phase>A/B)")
+    name: str = option("experiment_name", "run name: checkpoints/<name>")
+    gpu_ids: str = option("auto", "'auto' (CUDA if present), '-1' for CPU, or e.g. '0' or '0,1'")
+    checkpoints_dir: str = option("./checkpoints", "folder of the run folders")
+    seed: int = option(0, "random seed")
+    deterministic: bool = option(False, "deterministic algorithms (bitwise reproducible on CPU)")
+    overwrite: bool = option(False, "allow replacing an existing run or results folder")
+    verbose: bool = option(False, "print more")
+    suffix: str = option("", "appended to --name (may use {model}, {netG})")
+
+
+@dataclass
+class ModelOptions:
+    model: str = option("unpaired_revgan", "model name (see the registry: revgan.models)")
+    dims: int = option(2, "2 for images, 3 for volumes (set by the *3d model names)",
+                       choices=(2, 3), architecture=True)
+    input_nc: int = option(3, "channels of domain A", architecture=True)
+    output_nc: int = option(3, "channels of domain B", architecture=True)
+    ngf: int = option(64, "generator filters in the first layer", architecture=True)
+    ndf: int = option(64, "discriminator filters", architecture=True)
+    netG: str = option("resnet_9blocks", "resnet_<N>blocks (RevGAN: core depth N), edsrF_<N>, "
+                       "unet_128, unet_256, unet_<size>", flags=("--which_model_netG",),
+                       architecture=True)
+    netD: str = option("basic", "basic (70x70 PatchGAN), n_layers, pixel",
+                       flags=("--which_model_netD",), architecture=True)
+    n_layers_D: int = option(3, "layers of an n_layers D", architecture=True)
+    norm: str = option("instance", "normalisation layers",
+                       choices=("instance", "batch", "sync_batch", "none"), architecture=True)
+    init_type: str = option("normal", "weight initialisation",
+                            choices=("normal", "xavier", "kaiming", "orthogonal"))
+    init_gain: float = option(0.02, "scale of the initialisation")
+    no_dropout: bool = option(False, "no dropout in the generator", architecture=True)
+    coupling: str = option("additive", "coupling of the reversible core",
+                           choices=("additive", "affine"), architecture=True)
+    n_downsampling: int | None = option(None, "stride-2 layers in the generator's encoder "
+                                              "(default: 2; 1 for edsrF)", architecture=True)
+    use_naive: bool = option(False, "plain autograd in the reversible core (no memory saving)")
+    fully_reversible: bool = option(False, "invertible encoders/decoders too (whole generator "
+                                           "memory-flat)", architecture=True)
+
+
+@dataclass
+class DataOptions:
+    dataset_mode: str = option("unaligned", "how A and B are paired",
+                               choices=("aligned", "unaligned", "single"))
+    direction: str = option("AtoB", "translation direction (BtoA swaps the folders)",
+                            flags=("--which_direction",), choices=DIRECTIONS)
+    serial_batches: bool = option(False, "no shuffling, B in order")
+    num_threads: int = option(4, "data loading workers", flags=("--nThreads",))
+    batch_size: int = option(1, "items per step", flags=("--batchSize",))
+    load_size: int = option(286, "resize images to this size", flags=("--loadSize",))
+    crop_size: int = option(256, "then crop to this size", flags=("--fineSize",))
+    max_dataset_size: float = option(math.inf, "use at most this many items")
+    preprocess: str = option("resize_and_crop", "image preprocessing",
+                             flags=("--resize_or_crop",), choices=PREPROCESS_MODES)
+    no_flip: bool = option(False, "no random flips")
+    display_winsize: int = option(256, "display size of images on the pages")
+    epoch: str = option("latest", "which checkpoint to load: 'latest', 'best' or an epoch "
+                                  "number", flags=("--which_epoch",))
+
+
+@dataclass
+class VolumeOptions:
+    patch_size: tuple[int, ...] = option((32, 32, 32), "training patch size of volumes, e.g. "
+                                         "32 or 32,32,16", kind="ints", architecture=True)
+    samples_per_volume: int = option(4, "patches drawn from a volume per visit")
+    foreground_sampling: bool = option(False, "draw patch centres from voxels above the "
+                                              "background")
+    flip_axes: tuple[int, ...] = option((0, 1, 2), "spatial axes for random flips ('' for "
+                                        "none)", kind="ints")
+    intensity: str = option("minmax", "intensity mapping of volumes to [-1, 1] (saved with "
+                            "the model)", choices=INTENSITY_KINDS, architecture=True)
+    window: tuple[float, float] | None = option(None, "fixed intensity window LOW HIGH, e.g. "
+                                                "-1000 2000 for CT", kind="pair",
+                                                architecture=True)
+    intensity_B: str | None = option(None, "intensity mapping of domain B if it differs from "
+                                     "--intensity", choices=INTENSITY_KINDS, architecture=True)
+    window_B: tuple[float, float] | None = option(None, "fixed window of domain B if it "
+                                                  "differs from --window", kind="pair",
+                                                  architecture=True)
+    percentiles: tuple[float, float] = option((0.5, 99.5), "percentiles LOW HIGH of the "
+                                              "percentile mapping", kind="pair",
+                                              architecture=True)
+    window_size: tuple[int, ...] | None = option(None, "sliding-window size for full-size "
+                                                 "inference (default: patch size)", kind="ints")
+    overlap: float = option(0.5, "sliding-window overlap")
+    volume_cache_mb: int = option(1024, "memory for decoded volumes kept between patches (MB)")
+
+
+@dataclass
+class PrecisionOptions:
+    amp: str = option("none", "mixed precision", choices=("none", "bf16", "fp16"))
+    compile: str | None = option(None, "torch.compile the non-reversible parts (backend: "
+                                       "inductor)", kind="optional_const")
+
+
+@dataclass
+class TrainOptions:
+    phase: str = option("train", "data split to use", test_default="test")
+    n_epochs: int = option(100, "epochs at the starting learning rate", flags=("--niter",),
+                           only="train")
+    n_epochs_decay: int = option(100, "epochs of decay to zero", flags=("--niter_decay",),
+                                 only="train")
+    epoch_count: int = option(1, "starting epoch number (the reference's manual resume)",
+                              only="train")
+    continue_train: bool = option(False, "resume from the latest checkpoint with optimizer "
+                                         "and RNG state", only="train")
+    beta1: float = option(0.5, "Adam beta1", only="train")
+    lr: float = option(0.0002, "learning rate", only="train")
+    gan_mode: str = option("lsgan", "GAN loss", choices=GAN_MODES, only="train")
+    pool_size: int = option(50, "image pool size", only="train")
+    lr_policy: str = option("linear", "learning-rate schedule",
+                            choices=("linear", "step", "plateau", "cosine"), only="train")
+    lr_decay_iters: int = option(50, "step policy period", only="train")
+    lambda_A: float = option(10.0, "cycle A->B->A weight", only="train")
+    lambda_B: float = option(10.0, "cycle B->A->B weight", only="train")
+    lambda_identity: float = option(0.5, "identity loss weight", only="train")
+    lambda_L1: float = option(100.0, "L1 weight of the paired objective", only="train")
+    lambda_gp: float = option(10.0, "WGAN-GP penalty weight", only="train")
+    D_rollout: int = option(1, "D steps per G step", only="train")
+    max_nonfinite: int = option(10, "stop after this many non-finite steps in a row",
+                                only="train")
+
+
+@dataclass
+class LoggingOptions:
+    display_freq: int = option(400, "images between visuals", only="train")
+    print_freq: int = option(100, "images between loss logs", only="train")
+    save_latest_freq: int = option(5000, "images between 'latest' checkpoints", only="train")
+    save_epoch_freq: int = option(5, "epochs between epoch checkpoints", only="train")
+    save_by_iter: bool = option(False, "also keep iteration-numbered checkpoints",
+                                only="train")
+    no_html: bool = option(False, "no HTML page", only="train")
+    no_tensorboard: bool = option(False, "no TensorBoard logs", only="train")
+    use_wandb: bool = option(False, "log to Weights & Biases", only="train")
+    val_freq: int = option(0, "epochs between validations on <dataroot>/val* (0: off)",
+                           only="train")
+    val_size: int = option(20, "items per validation", only="train")
+    save_best: str | None = option(None, "keep the checkpoint with the best validation METRIC "
+                                         "(e.g. psnr, mae)", only="train")
+    no_progress: bool = option(False, "no progress bar")
+
+
+@dataclass
+class TestOptions:
+    results_dir: str = option("./results/", "folder of the results", only="test")
+    aspect_ratio: float = option(1.0, "aspect ratio of the result images", only="test")
+    eval: bool = option(False, "eval mode (batch norm statistics)", only="test")
+    num_test: int = option(50, "how many items to test", only="test")
+    model_suffix: str = option("", "load net_G<suffix> (model test)", only="test")
+    eval_metrics: bool = option(False, "compute MAE/MSE/PSNR/SSIM (or cycle error) after "
+                                       "testing", only="test")
+
+
+GROUPS = {"basic": BasicOptions, "model": ModelOptions, "data": DataOptions,
+          "volumes (3D)": VolumeOptions, "precision and speed": PrecisionOptions,
+          "training": TrainOptions, "logging and checkpoints": LoggingOptions,
+          "testing": TestOptions}
+
+
+@dataclass
+class RunConfig(TestOptions, LoggingOptions, TrainOptions, PrecisionOptions, VolumeOptions,
+                DataOptions, ModelOptions, BasicOptions):
+    """Everything a run needs; see :data:`GROUPS` for the sections."""
+
+    isTrain: bool = derived(True)
+    explicit: tuple[str, ...] = derived(())  # the options the user set, not defaulted
+
+    # -- views ---------------------------------------------------------------------------
+    def intensity_of(self, folder: str) -> tuple[str, tuple[float, float] | None,
+                                                 tuple[float, float]]:
+        """(kind, window, percentiles) of the files in data folder ``A`` or ``B``."""
+        if folder == "A":
+            return self.intensity, self.window, self.percentiles
+        window = self.window_B if self.window_B is not None else self.window
+        return self.intensity_B or self.intensity, window, self.percentiles
+
+    def architecture(self) -> dict:
+        """What is stored with the weights: enough to rebuild the networks."""
+        saved = self.to_dict()
+        return {"model": self.model, **{k: saved[k] for k in architecture_keys()}}
+
+    def adopt_architecture(self, saved: dict) -> None:
+        """Take a trained run's architecture for every option not set explicitly."""
+        trained = RunConfig.from_dict(saved, strict=False)
+        for key in architecture_keys():
+            if key in saved and key not in self.explicit:
+                setattr(self, key, getattr(trained, key))
+        self.validate()
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and math.isinf(value):
+                value = "inf"
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict, strict: bool = True, source: str = "config") -> RunConfig:
+        """Typed values from JSON/YAML; ``strict`` refuses keys that are not options."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown and strict:
+            raise UserError(f"{source}: unknown option '{unknown[0]}' (see 'revgan train "
+                            "--help' for the option names)")
+        return cls(**{k: coerce(known[k], v, source) for k, v in values.items() if k in known})
+
+    # -- checks --------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse out-of-range values with one line naming the option; fill derived ones."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise UserError(f"--{f.name} must be one of {', '.join(map(str, choices))}, "
+                                f"got {value!r}")
+        positive = ["ngf", "ndf", "batch_size", "load_size", "crop_size", "n_layers_D",
+                    "samples_per_volume", "volume_cache_mb"]
+        positive += ["D_rollout", "display_freq", "print_freq", "save_latest_freq",
+                     "save_epoch_freq", "max_nonfinite", "val_size"] if self.isTrain else [
+                     "num_test"]
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise UserError(f"--{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("num_threads", "n_downsampling", "epoch_count", "pool_size", "n_epochs",
+                    "n_epochs_decay", "val_freq"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise UserError(f"--{key} must not be negative, got {getattr(self, key)}")
+        if self.isTrain:
+            if not self.lr > 0 or not math.isfinite(self.lr):
+                raise UserError(f"--lr must be a positive number, got {self.lr}")
+            if not 0 <= self.beta1 < 1:
+                raise UserError(f"--beta1 must be in [0, 1), got {self.beta1}")
+            for key in ("lambda_A", "lambda_B", "lambda_identity", "lambda_L1", "lambda_gp"):
+                if getattr(self, key) < 0:
+                    raise UserError(f"--{key} must not be negative, got {getattr(self, key)}")
+            if self.n_epochs + self.n_epochs_decay < 1:
+                raise UserError("--n_epochs plus --n_epochs_decay must be at least 1")
+        if self.input_nc not in (1, 2, 3, 4) and self.dims == 2:
+            raise UserError(f"--input_nc must be 1 to 4 for images, got {self.input_nc}")
+        if self.output_nc < 1 or self.input_nc < 1:
+            raise UserError("--input_nc and --output_nc must be at least 1")
+        if self.preprocess in ("resize_and_crop", "scale_width_and_crop") and \
+                self.crop_size > self.load_size:
+            raise UserError(f"--crop_size {self.crop_size} is larger than --load_size "
+                            f"{self.load_size}; a crop cannot exceed the resized image")
+        if not 0 <= self.overlap < 1:
+            raise UserError(f"--overlap must be in [0, 1), got {self.overlap}")
+        for key in ("patch_size", "window_size") if self.dims == 3 else ("window_size",):
+            sizes = getattr(self, key)
+            if sizes is not None and (len(sizes) not in (1, self.dims) or min(sizes) < 1):
+                raise UserError(f"--{key} must be one positive integer or {self.dims}, "
+                                f"got {','.join(map(str, sizes))}")
+        for key in ("window", "window_B"):
+            pair = getattr(self, key)
+            if pair is not None and not pair[0] < pair[1]:
+                raise UserError(f"--{key} LOW must be below HIGH, got {pair}")
+        if not 0 <= self.percentiles[0] < self.percentiles[1] <= 100:
+            raise UserError(f"--percentiles must satisfy 0 <= LOW < HIGH <= 100, got "
+                            f"{self.percentiles}")
+        if self.window is not None and self.intensity == "minmax" and \
+                "intensity" not in self.explicit:
+            self.intensity = "window"  # a window given alone means: use it
+        if self.intensity == "window" and self.window is None:
+            raise UserError("--intensity window needs --window LOW HIGH (e.g. -1000 2000)")
+        if self.intensity_of("B")[0] == "window" and self.intensity_of("B")[1] is None:
+            raise UserError("--intensity_B window needs --window_B LOW HIGH")
+
+
+def architecture_keys() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("architecture"))
+
+
+def option_fields(is_train: bool) -> list[dataclasses.Field]:
+    """The fields ``revgan train`` (or ``test``) accepts, in their sections' order."""
+    skip = "test" if is_train else "train"
+    return [f for f in dataclasses.fields(RunConfig)
+            if not f.metadata.get("derived") and f.metadata.get("only") != skip]
+
+
+def defaults(is_train: bool) -> dict:
+    """Every option's default for ``train`` or ``test`` (before model defaults)."""
+    out = {}
+    for f in dataclasses.fields(RunConfig):
+        test_default = f.metadata.get("test_default", dataclasses.MISSING)
+        use_test = not is_train and test_default is not dataclasses.MISSING
+        out[f.name] = test_default if use_test else f.default
+    return out
+
+
+def base_type(f: dataclasses.Field) -> str:
+    """``int``, ``float``, ``bool``, ``str`` or ``tuple``: the field's annotation, less None."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return annotation.split("|")[0].split("[")[0].strip()
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """``32`` or ``32,32,16`` (or ``32x32x16``); ``''`` is the empty tuple."""
     try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v)
+        return tuple(int(v) for v in str(text).replace("x", ",").split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 32 or 32,32,16: {text}")
+        raise UserError(f"expected integers like 32 or 32,32,16, got '{text}'") from None
+
+
+def coerce(f: dataclasses.Field, value: Any, source: str = "config") -> Any:
+    """A JSON/YAML value as the field's type (lists to tuples, ``"inf"`` to infinity)."""
+    if value is None or f.metadata.get("derived") and f.name != "explicit":
+        return value
+    kind, base = f.metadata.get("kind"), base_type(f)
+    try:
+        if f.name == "explicit" or kind in ("ints", "pair"):
+            if kind == "ints" and isinstance(value, (int, str)):
+                return parse_ints(str(value))
+            items = tuple(value) if isinstance(value, (list, tuple)) else None
+            if items is None or (kind == "pair" and len(items) != 2):
+                raise ValueError
+            return tuple(float(v) for v in items) if kind == "pair" else \
+                tuple(int(v) for v in items) if kind == "ints" else tuple(items)
+        if base == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if base == "float":
+            if value == "inf":
+                return math.inf
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base == "int":
+            if isinstance(value, bool) or float(value) != int(value):
+                raise ValueError
+            return int(value)
+        if isinstance(value, (list, dict)):
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: option '{f.name}' has a value of the wrong type: "
+                        f"{value!r}") from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The options in a YAML or JSON file (``train_opt.json`` of a run included)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read the config file {path}: {exc}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # a parser's own error types; one line either way
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: "
+                        f"{first}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of option names to values")
+    values = {k: v for k, v in values.items() if k not in ("isTrain", "explicit")}
+    RunConfig.from_dict(values, strict=True, source=str(path))  # unknown keys, wrong types
     return values
-
-
-def _size_option(value) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    return value if isinstance(value, tuple) else tuple(value)
-
-
-def build_parser(is_train: bool) -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="revgan train" if is_train else "revgan test",
-        description=("Train" if is_train else "Test") + " an image-to-image translation model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    g = p.add_argument_group("basic")
-    g.add_argument("--dataroot", required=True,
-                   help="dataset folder (trainA/trainB, train/, or volumes in <phase>A/B)")
-    g.add_argument("--name", default="experiment_name", help="run name: checkpoints/<name>")
-    g.add_argument("--gpu_ids", default="auto",
-                   help="'auto' (CUDA if present), '-1' for CPU, or e.g. '0' or '0,1'")
-    g.add_argument("--checkpoints_dir", default="./checkpoints")
-    g.add_argument("--seed", type=int, default=0, help="random seed")
-    g.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms (bitwise reproducible on CPU)")
-    g.add_argument("--overwrite", action="store_true",
-                   help="allow replacing an existing run or results folder")
-    g.add_argument("--verbose", action="store_true")
-    g.add_argument("--suffix", default="", help="appended to --name (may use {model}, {netG})")
-
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default="unpaired_revgan", choices=MODELS)
-    g.add_argument("--dims", type=int, choices=(2, 3), default=2,
-                   help="2 for images, 3 for volumes (set by the *3d model names)")
-    g.add_argument("--input_nc", type=int, default=3, help="channels of domain A")
-    g.add_argument("--output_nc", type=int, default=3, help="channels of domain B")
-    g.add_argument("--ngf", type=int, default=64, help="generator filters in the first layer")
-    g.add_argument("--ndf", type=int, default=64, help="discriminator filters")
-    g.add_argument("--netG", "--which_model_netG", dest="netG", default="resnet_9blocks",
-                   help="resnet_<N>blocks (RevGAN: core depth N), edsrF_<N>, unet_128, "
-                        "unet_256, unet_<size>")
-    g.add_argument("--netD", "--which_model_netD", dest="netD", default="basic",
-                   help="basic (70x70 PatchGAN), n_layers, pixel")
-    g.add_argument("--n_layers_D", type=int, default=3, help="layers of an n_layers D")
-    g.add_argument("--norm", default="instance",
-                   choices=("instance", "batch", "sync_batch", "none"))
-    g.add_argument("--init_type", default="normal",
-                   choices=("normal", "xavier", "kaiming", "orthogonal"))
-    g.add_argument("--init_gain", type=float, default=0.02)
-    g.add_argument("--no_dropout", action="store_true", help="no dropout in the generator")
-    g.add_argument("--coupling", default="additive", choices=("additive", "affine"),
-                   help="coupling of the reversible core")
-    g.add_argument("--n_downsampling", type=int, default=None,
-                   help="stride-2 layers in the generator's encoder (default: 2; 1 for edsrF)")
-    g.add_argument("--use_naive", action="store_true",
-                   help="plain autograd in the reversible core (no memory saving)")
-    g.add_argument("--fully_reversible", action="store_true",
-                   help="invertible encoders/decoders too (whole generator memory-flat)")
-
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset_mode", default="unaligned",
-                   choices=("aligned", "unaligned", "single"))
-    g.add_argument("--direction", "--which_direction", dest="direction", default="AtoB",
-                   choices=("AtoB", "BtoA"))
-    g.add_argument("--serial_batches", action="store_true", help="no shuffling, B in order")
-    g.add_argument("--num_threads", "--nThreads", dest="num_threads", type=int, default=4,
-                   help="data loading workers")
-    g.add_argument("--batch_size", "--batchSize", dest="batch_size", type=int, default=1)
-    g.add_argument("--load_size", "--loadSize", dest="load_size", type=int, default=286)
-    g.add_argument("--crop_size", "--fineSize", dest="crop_size", type=int, default=256)
-    g.add_argument("--max_dataset_size", type=float, default=math.inf)
-    g.add_argument("--preprocess", "--resize_or_crop", dest="preprocess",
-                   default="resize_and_crop",
-                   choices=("resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
-                            "none"))
-    g.add_argument("--no_flip", action="store_true")
-    g.add_argument("--display_winsize", type=int, default=256)
-    g.add_argument("--epoch", "--which_epoch", dest="epoch", default="latest",
-                   help="which checkpoint to load: 'latest', 'best' or an epoch number")
-
-    g = p.add_argument_group("volumes (3D)")
-    g.add_argument("--patch_size", type=_int_tuple, default=None,
-                   help="training patch size, e.g. 32 or 32,32,16")
-    g.add_argument("--samples_per_volume", type=int, default=4)
-    g.add_argument("--foreground_sampling", action="store_true",
-                   help="draw patch centres from voxels above the background")
-    g.add_argument("--flip_axes", type=_int_tuple, default=(0, 1, 2),
-                   help="spatial axes for random flips ('' for none)")
-    g.add_argument("--intensity", default="minmax",
-                   choices=("minmax", "percentile", "window", "zscore", "none"),
-                   help="intensity mapping of volumes to [-1, 1] (saved with the model)")
-    g.add_argument("--window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="fixed intensity window, e.g. -1000 2000 for CT")
-    g.add_argument("--intensity_B", default=None,
-                   choices=("minmax", "percentile", "window", "zscore", "none"),
-                   help="intensity mapping of domain B if it differs from --intensity")
-    g.add_argument("--window_B", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="fixed window of domain B if it differs from --window")
-    g.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5))
-    g.add_argument("--window_size", type=_int_tuple, default=None,
-                   help="sliding-window size for full-size inference (default: patch size)")
-    g.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap")
-
-    g = p.add_argument_group("precision and speed")
-    g.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
-    g.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
-                   help="torch.compile the non-reversible parts (backend: inductor)")
-
-    if is_train:
-        _add_train_options(p)
-    else:
-        _add_test_options(p)
-    return p
-
-
-def _add_train_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
-    g.add_argument("--phase", default="train")
-    g.add_argument("--n_epochs", "--niter", dest="n_epochs", type=int, default=100,
-                   help="epochs at the starting learning rate")
-    g.add_argument("--n_epochs_decay", "--niter_decay", dest="n_epochs_decay", type=int,
-                   default=100, help="epochs of linear decay to zero")
-    g.add_argument("--epoch_count", type=int, default=1,
-                   help="starting epoch number (the reference's manual resume)")
-    g.add_argument("--continue_train", action="store_true",
-                   help="resume from the latest checkpoint with optimizer and RNG state")
-    g.add_argument("--beta1", type=float, default=0.5)
-    g.add_argument("--lr", type=float, default=0.0002)
-    g.add_argument("--gan_mode", default="lsgan", choices=GAN_MODES)
-    g.add_argument("--no_lsgan", dest="gan_mode", action="store_const", const="vanilla",
-                   help="the older name for --gan_mode vanilla")
-    g.add_argument("--pool_size", type=int, default=50, help="image pool size")
-    g.add_argument("--lr_policy", default="linear",
-                   choices=("linear", "step", "plateau", "cosine"))
-    g.add_argument("--lr_decay_iters", type=int, default=50, help="step policy period")
-    g.add_argument("--lambda_A", type=float, default=10.0, help="cycle A->B->A weight")
-    g.add_argument("--lambda_B", type=float, default=10.0, help="cycle B->A->B weight")
-    g.add_argument("--lambda_identity", type=float, default=0.5)
-    g.add_argument("--lambda_L1", type=float, default=100.0)
-    g.add_argument("--lambda_gp", type=float, default=10.0, help="WGAN-GP penalty weight")
-    g.add_argument("--D_rollout", type=int, default=1, help="D steps per G step")
-    g.add_argument("--max_nonfinite", type=int, default=10,
-                   help="stop after this many non-finite steps in a row")
-
-    g = p.add_argument_group("logging and checkpoints")
-    g.add_argument("--display_freq", type=int, default=400, help="images between visuals")
-    g.add_argument("--print_freq", type=int, default=100, help="images between loss logs")
-    g.add_argument("--save_latest_freq", type=int, default=5000)
-    g.add_argument("--save_epoch_freq", type=int, default=5)
-    g.add_argument("--save_by_iter", action="store_true")
-    g.add_argument("--no_html", action="store_true")
-    g.add_argument("--no_tensorboard", action="store_true")
-    g.add_argument("--use_wandb", action="store_true")
-    g.add_argument("--val_freq", type=int, default=0,
-                   help="epochs between validations on <dataroot>/val* (0: off)")
-    g.add_argument("--val_size", type=int, default=20, help="items per validation")
-    g.add_argument("--save_best", default=None,
-                   help="keep the checkpoint with the best validation METRIC (e.g. psnr, mae)")
-    g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.set_defaults(isTrain=True)
-
-
-def _add_test_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("testing")
-    g.add_argument("--phase", default="test")
-    g.add_argument("--results_dir", default="./results/")
-    g.add_argument("--aspect_ratio", type=float, default=1.0)
-    g.add_argument("--eval", action="store_true", help="eval mode (batch norm statistics)")
-    g.add_argument("--num_test", type=int, default=50, help="how many items to test")
-    g.add_argument("--model_suffix", default="", help="load net_G<suffix> (model test)")
-    g.add_argument("--eval_metrics", action="store_true",
-                   help="compute MAE/MSE/PSNR/SSIM (or cycle error) after testing")
-    g.add_argument("--no_progress", action="store_true", help="no progress bar")
-    p.set_defaults(isTrain=False)
-
-
-def _explicit(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """Destinations the user set on the command line (abbreviations are disabled)."""
-    tokens = (t.split("=", 1)[0] for t in argv if t.startswith("--"))
-    return {parser._option_string_actions[t].dest for t in tokens
-            if t in parser._option_string_actions}
-
-
-def parse_options(argv: list[str], is_train: bool) -> argparse.Namespace:
-    parser = build_parser(is_train)
-    known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**MODEL_DEFAULTS[known.model])
-    opt = parser.parse_args(argv)
-    opt.explicit = sorted(_explicit(parser, argv))
-    if opt.suffix:
-        try:
-            opt.name = opt.name + "_" + opt.suffix.format(**vars(opt))
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise UserError(f"--suffix '{opt.suffix}': cannot fill in {exc} (use option "
-                            "names in braces, e.g. {model}_{netG})") from None
-    opt.patch_size = _size_option(opt.patch_size)
-    opt.window_size = _size_option(opt.window_size)
-    validate(opt)
-    resolve_intensity(opt)
-    return opt
-
-
-def resolve_intensity(opt: argparse.Namespace) -> None:
-    """Per-folder intensity settings (``norm_A``/``window_A``, ``norm_B``/``window_B``)."""
-    opt.norm_A, opt.window_A = opt.intensity, opt.window
-    opt.norm_B = opt.intensity_B or opt.intensity
-    opt.window_B = opt.window_B if opt.window_B is not None else opt.window
-    if opt.norm_B == "window" and opt.window_B is None:
-        raise UserError("--intensity_B window needs --window_B LOW HIGH")
-
-
-def validate(opt: argparse.Namespace) -> None:
-    """Refuse out-of-range values with one line naming the option."""
-    positive = ["ngf", "ndf", "batch_size", "load_size", "crop_size", "n_layers_D",
-                "samples_per_volume"]
-    positive += ["D_rollout", "display_freq", "print_freq", "save_latest_freq",
-                 "save_epoch_freq", "max_nonfinite", "val_size"] if opt.isTrain else [
-                 "num_test"]
-    for key in positive:
-        if getattr(opt, key) < 1:
-            raise UserError(f"--{key} must be at least 1, got {getattr(opt, key)}")
-    for key in ("num_threads", "n_downsampling", "epoch_count", "pool_size", "n_epochs",
-                "n_epochs_decay", "val_freq"):
-        if getattr(opt, key, None) is not None and getattr(opt, key) < 0:
-            raise UserError(f"--{key} must not be negative, got {getattr(opt, key)}")
-    if opt.isTrain:
-        if not opt.lr > 0 or not math.isfinite(opt.lr):
-            raise UserError(f"--lr must be a positive number, got {opt.lr}")
-        if not 0 <= opt.beta1 < 1:
-            raise UserError(f"--beta1 must be in [0, 1), got {opt.beta1}")
-        for key in ("lambda_A", "lambda_B", "lambda_identity", "lambda_L1", "lambda_gp"):
-            if getattr(opt, key) < 0:
-                raise UserError(f"--{key} must not be negative, got {getattr(opt, key)}")
-        if opt.n_epochs + opt.n_epochs_decay < 1:
-            raise UserError("--n_epochs plus --n_epochs_decay must be at least 1")
-    if opt.input_nc not in (1, 2, 3, 4) and opt.dims == 2:
-        raise UserError(f"--input_nc must be 1 to 4 for images, got {opt.input_nc}")
-    if opt.output_nc < 1 or opt.input_nc < 1:
-        raise UserError("--input_nc and --output_nc must be at least 1")
-    if opt.preprocess in ("resize_and_crop", "scale_width_and_crop") and \
-            opt.crop_size > opt.load_size:
-        raise UserError(f"--crop_size {opt.crop_size} is larger than --load_size "
-                        f"{opt.load_size}; a crop cannot exceed the resized image")
-    if not 0 <= opt.overlap < 1:
-        raise UserError(f"--overlap must be in [0, 1), got {opt.overlap}")
-    if opt.intensity == "window" and opt.window is None:
-        raise UserError("--intensity window needs --window LOW HIGH (e.g. -1000 2000)")
-    if opt.window is not None and not opt.window[0] < opt.window[1]:
-        raise UserError(f"--window LOW must be below HIGH, got {opt.window}")
-    if opt.window is not None and opt.intensity == "minmax" and "intensity" not in opt.explicit:
-        opt.intensity = "window"
 
 
 def select_device(gpu_ids: str) -> torch.device:
@@ -324,54 +447,3 @@ def select_device(gpu_ids: str) -> torch.device:
     if ids[0] >= torch.cuda.device_count():
         raise UserError(f"--gpu_ids {text}: only {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(f"cuda:{ids[0]}")
-
-
-def options_to_dict(opt: argparse.Namespace) -> dict:
-    out = {}
-    for key, value in sorted(vars(opt).items()):
-        if isinstance(value, float) and math.isinf(value):
-            value = "inf"
-        elif isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, Path):
-            value = str(value)
-        out[key] = value
-    return out
-
-
-def save_options(opt: argparse.Namespace, folder: Path, stem: str = "train_opt") -> None:
-    """``opt.txt`` (readable, as the reference writes it) and ``<stem>.json``."""
-    from revgan.runs.atomic import atomic_write_text
-
-    folder.mkdir(parents=True, exist_ok=True)
-    parser = build_parser(opt.isTrain)
-    defaults = {a.dest: a.default for a in parser._actions}
-    lines = ["----------------- Options ---------------"]
-    for key, value in sorted(vars(opt).items()):
-        note = "" if defaults.get(key, value) == value else f"\t[default: {defaults.get(key)}]"
-        lines.append(f"{key:>25}: {value!s:<30}{note}")
-    lines.append("----------------- End -------------------")
-    name = "opt.txt" if opt.isTrain else "test_opt.txt"
-    atomic_write_text(folder / name, "\n".join(lines) + "\n")
-    atomic_write_text(folder / f"{stem}.json", json.dumps(options_to_dict(opt), indent=1))
-
-
-def load_saved_options(folder: Path) -> dict | None:
-    path = folder / "train_opt.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}")
-
-
-def adopt_architecture(opt: argparse.Namespace, saved: dict) -> None:
-    """Take the training run's architecture for every option not given explicitly."""
-    for key in ARCHITECTURE_KEYS:
-        if key in saved and key not in opt.explicit:
-            value = saved[key]
-            if key in ("patch_size", "window", "window_B", "percentiles") and value is not None:
-                value = tuple(value)
-            setattr(opt, key, value)
-    resolve_intensity(opt)

@@ -29,7 +29,7 @@ def _usage() -> str:
 def cmd_train(argv: list[str]) -> None:
     import os
 
-    from revgan.config import parse_options
+    from revgan.cli.options import parse_options
     from revgan.train.loop import train
 
     opt = parse_options(argv, is_train=True)
@@ -40,7 +40,7 @@ def cmd_train(argv: list[str]) -> None:
 
 
 def cmd_test(argv: list[str]) -> None:
-    from revgan.config import parse_options
+    from revgan.cli.options import parse_options
     from revgan.infer.test_split import run_test
 
     opt = parse_options(argv, is_train=False)
@@ -55,9 +55,11 @@ def cmd_demo(argv: list[str]) -> None:
 
 
 def cmd_translate(argv: list[str]) -> None:
-    from revgan.infer.translate import main as translate_main
+    from revgan.cli.options import parse_command
+    from revgan.infer.translate import TranslateOptions, translate_files
 
-    translate_main(argv)
+    translate_files(parse_command(TranslateOptions, argv, "revgan translate",
+                                  COMMANDS["translate"]))
 
 
 def cmd_eval(argv: list[str]) -> None:
