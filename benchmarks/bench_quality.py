@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from harness import machine_info, prepare_output, write_text  # noqa: E402
 
 from revgan.cli.main import main as revgan_main  # noqa: E402
-from revgan.config import parse_options  # noqa: E402
+from revgan.cli.options import parse_options  # noqa: E402
 from revgan.data import create_dataset  # noqa: E402
 from revgan.data.images import read_image  # noqa: E402
 from revgan.demo.scenes import make_demo_dataset  # noqa: E402

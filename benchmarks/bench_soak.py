@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from harness import machine_info, prepare_output, write_text  # noqa: E402
 
-from revgan.config import parse_options  # noqa: E402
+from revgan.cli.options import parse_options  # noqa: E402
 from revgan.demo.scenes import make_demo_dataset  # noqa: E402
 from revgan.engine.memory import has_heap_counter, heap_bytes  # noqa: E402
 from revgan.errors import UserError, exits_cleanly  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from helpers import tiny_flags
 
-from revgan.config import parse_options
+from revgan.cli.options import parse_options
 from revgan.demo.scenes import make_demo_dataset
 from revgan.train import distributed
 from revgan.train.loop import Trainer

@@ -15,7 +15,7 @@ import torch
 from helpers import cli_error, run_cli, tiny_flags, weights
 from PIL import Image
 
-from revgan.config import parse_options
+from revgan.cli.options import parse_options
 from revgan.demo.scenes import make_demo_dataset
 from revgan.reporting.tracking import parse_loss_log
 from revgan.train.loop import Trainer

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from revgan.config import RunConfig
 from revgan.data.images import list_images, read_image, to_channels
 from revgan.data.transforms import apply_transform, get_params
 from revgan.errors import UserError
@@ -35,17 +35,16 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _direction(opt: Namespace) -> str:
-    direction = getattr(opt, "direction", "AtoB")
+def _direction(opt: RunConfig) -> str:
+    direction = opt.direction
     if direction not in ("AtoB", "BtoA"):
         raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
     return direction
 
 
-def _channels(opt: Namespace) -> tuple[int, int]:
+def _channels(opt: RunConfig) -> tuple[int, int]:
     """Channels for the files' A and B domains (upstream semantics, see module docstring)."""
-    input_nc = int(getattr(opt, "input_nc", 3))
-    output_nc = int(getattr(opt, "output_nc", 3))
+    input_nc, output_nc = opt.input_nc, opt.output_nc
     for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
         if value not in (1, 3):
             raise UserError(f"--{name} must be 1 or 3 for 2D images, got {value}")
@@ -54,8 +53,8 @@ def _channels(opt: Namespace) -> tuple[int, int]:
     return input_nc, output_nc
 
 
-def limit_paths(paths: list[Path], opt: Namespace) -> list[Path]:
-    limit = getattr(opt, "max_dataset_size", math.inf)
+def limit_paths(paths: list[Path], opt: RunConfig) -> list[Path]:
+    limit = opt.max_dataset_size
     if limit is None or limit == math.inf:
         return paths
     if limit < 1:
@@ -63,8 +62,8 @@ def limit_paths(paths: list[Path], opt: Namespace) -> list[Path]:
     return paths[: int(limit)]
 
 
-def dataset_root(opt: Namespace) -> Path:
-    dataroot = getattr(opt, "dataroot", None)
+def dataset_root(opt: RunConfig) -> Path:
+    dataroot = opt.dataroot
     if not dataroot:
         raise UserError("--dataroot is required")
     root = Path(dataroot)
@@ -81,9 +80,9 @@ class AlignedDataset(Dataset):
     Both halves get the same crop and flip, so the pair stays pixel-aligned.
     """
 
-    def __init__(self, opt: Namespace):
+    def __init__(self, opt: RunConfig):
         self.opt = opt
-        self.dir = dataset_root(opt) / getattr(opt, "phase", "train")
+        self.dir = dataset_root(opt) / opt.phase
         self.paths = limit_paths(list_images(self.dir), opt)
         self.nc_a, self.nc_b = _channels(opt)
 
@@ -117,15 +116,15 @@ class UnalignedDataset(Dataset):
     crop and flip. The length is the larger of the two domains.
     """
 
-    def __init__(self, opt: Namespace):
+    def __init__(self, opt: RunConfig):
         self.opt = opt
         root = dataset_root(opt)
-        phase = getattr(opt, "phase", "train")
+        phase = opt.phase
         self.dir_A, self.dir_B = root / f"{phase}A", root / f"{phase}B"
         self.A_paths = limit_paths(list_images(self.dir_A), opt)
         self.B_paths = limit_paths(list_images(self.dir_B), opt)
         self.nc_a, self.nc_b = _channels(opt)
-        self.serial = bool(getattr(opt, "serial_batches", False))
+        self.serial = opt.serial_batches
 
     def __len__(self) -> int:
         return max(len(self.A_paths), len(self.B_paths))
@@ -155,10 +154,10 @@ class SingleDataset(Dataset):
     The images are returned under "A" whatever their domain, as upstream's test model expects.
     """
 
-    def __init__(self, opt: Namespace):
+    def __init__(self, opt: RunConfig):
         self.opt = opt
         root = dataset_root(opt)
-        phase = getattr(opt, "phase", "test")
+        phase = opt.phase
         side = "B" if _direction(opt) == "BtoA" else "A"
         candidates = [root / f"{phase}{side}", root / phase, root]
         self.dir = next(c for c in candidates if c.is_dir())
@@ -175,13 +174,13 @@ class SingleDataset(Dataset):
                 "A_paths": str(path)}
 
 
-def create_dataset(opt: Namespace) -> Dataset:
+def create_dataset(opt: RunConfig) -> Dataset:
     """Build the dataset named by ``opt.dataset_mode``; ``opt.dims == 3`` selects volumes."""
-    if int(getattr(opt, "dims", 2)) == 3:
+    if opt.dims == 3:
         from revgan.data.volume_datasets import create_volume_dataset
 
         return create_volume_dataset(opt)
-    mode = getattr(opt, "dataset_mode", "unaligned")
+    mode = opt.dataset_mode
     classes = {"aligned": AlignedDataset, "unaligned": UnalignedDataset, "single": SingleDataset}
     if mode not in classes:
         raise UserError(f"unknown --dataset_mode '{mode}'; choose one of "

@@ -22,34 +22,34 @@ halves of an aligned pair get the same crop and flip).
 from __future__ import annotations
 
 import math
-from argparse import Namespace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from revgan.config import RunConfig
 from revgan.errors import UserError
 
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 RESIZE_METHODS = ("bicubic", "bilinear", "nearest", "area")
 
 
-def _options(opt: Namespace) -> tuple[str, int, int, bool, bool]:
-    preprocess = getattr(opt, "preprocess", "resize_and_crop")
+def _options(opt: RunConfig) -> tuple[str, int, int, bool, bool]:
+    preprocess = opt.preprocess
     if preprocess not in PREPROCESS_MODES:
         raise UserError(f"unknown --preprocess '{preprocess}'; choose one of "
                         f"{', '.join(PREPROCESS_MODES)}")
-    load_size = int(getattr(opt, "load_size", 286))
-    crop_size = int(getattr(opt, "crop_size", 256))
+    load_size = opt.load_size
+    crop_size = opt.crop_size
     if load_size < 1 or crop_size < 1:
         raise UserError(f"load_size and crop_size must be positive, got {load_size}, {crop_size}")
-    is_train = bool(getattr(opt, "isTrain", True))
-    flip = is_train and not bool(getattr(opt, "no_flip", False))
+    is_train = opt.isTrain
+    flip = is_train and not opt.no_flip
     return preprocess, load_size, crop_size, is_train, flip
 
 
-def resized_size(opt: Namespace, size_hw: tuple[int, int]) -> tuple[int, int]:
+def resized_size(opt: RunConfig, size_hw: tuple[int, int]) -> tuple[int, int]:
     """Height and width after the resize step of ``opt.preprocess`` (before cropping)."""
     preprocess, load_size, crop_size, _, _ = _options(opt)
     h, w = int(size_hw[0]), int(size_hw[1])
@@ -62,7 +62,7 @@ def resized_size(opt: Namespace, size_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def get_params(opt: Namespace, size_hw: tuple[int, int]) -> dict[str, Any]:
+def get_params(opt: RunConfig, size_hw: tuple[int, int]) -> dict[str, Any]:
     """Draw the crop position and flip for an image of ``size_hw`` (H, W) before resizing.
 
     Returns ``{"resize": (h, w) or None, "crop": (top, left, size) or None, "flip": bool}``.
@@ -87,7 +87,7 @@ def get_params(opt: Namespace, size_hw: tuple[int, int]) -> dict[str, Any]:
 
 def apply_transform(
     image: np.ndarray | torch.Tensor,
-    opt: Namespace,
+    opt: RunConfig,
     params: dict[str, Any] | None = None,
     method: str = "bicubic",
 ) -> torch.Tensor:

@@ -19,13 +19,11 @@ datasets: files of A must have ``input_nc`` channels for ``AtoB`` (``output_nc``
 
 Foreground sampling (``foreground_sampling``): False = uniform; True = patch centres drawn
 from voxels above ``min + 5% of the range`` of the (normalised) reference volume (A when
-paired); a number = that threshold in the normalised [-1, 1] scale. A volume without such
-voxels falls back to uniform sampling.
+paired). A volume without such voxels falls back to uniform sampling.
 """
 
 from __future__ import annotations
 
-from argparse import Namespace
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from revgan.config import RunConfig
 from revgan.data.datasets import dataset_root, limit_paths  # one rule for 2D and 3D
 from revgan.data.intensity import Normalizer, make_normalizer
 from revgan.data.volumes import list_volumes, read_volume, volume_stem
@@ -45,9 +44,9 @@ PAD_VALUE = -1.0
 FOREGROUND_FRACTION = 0.05
 
 
-def _patch_size(opt: Namespace) -> tuple[int, int, int]:
-    value = getattr(opt, "patch_size", 32)
-    sizes = (value,) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
+def _patch_size(opt: RunConfig) -> tuple[int, int, int]:
+    value = opt.patch_size
+    sizes = tuple(value)
     if len(sizes) == 1:
         sizes = sizes * 3
     if len(sizes) != 3 or any(s < 1 for s in sizes):
@@ -55,42 +54,27 @@ def _patch_size(opt: Namespace) -> tuple[int, int, int]:
     return sizes  # type: ignore[return-value]
 
 
-def _flip_axes(opt: Namespace) -> tuple[int, ...]:
-    axes = getattr(opt, "flip_axes", ()) or ()
-    axes = (axes,) if isinstance(axes, int) else tuple(int(a) for a in axes)
+def _flip_axes(opt: RunConfig) -> tuple[int, ...]:
+    axes = opt.flip_axes
     if any(a not in (0, 1, 2) for a in axes):
         raise UserError(f"--flip_axes must be spatial axes among 0, 1, 2, got {axes}")
-    if getattr(opt, "no_flip", False):
+    if opt.no_flip:
         return ()
     return tuple(sorted(set(axes)))
 
 
-def _normalizer(opt: Namespace, side: str) -> Normalizer:
-    return make_normalizer(getattr(opt, f"norm_{side}", "minmax") or "minmax",
-                           window=getattr(opt, f"window_{side}", None),
-                           percentiles=getattr(opt, f"percentiles_{side}", None) or (0.5, 99.5))
+def _normalizer(opt: RunConfig, side: str) -> Normalizer:
+    kind, window, percentiles = opt.intensity_of(side)
+    return make_normalizer(kind, window=window, percentiles=percentiles)
 
 
-def _channels(opt: Namespace) -> tuple[int, int]:
+def _channels(opt: RunConfig) -> tuple[int, int]:
     """Expected channels of the files in folder A and folder B."""
-    input_nc, output_nc = int(getattr(opt, "input_nc", 1)), int(getattr(opt, "output_nc", 1))
-    direction = getattr(opt, "direction", "AtoB")
+    input_nc, output_nc = opt.input_nc, opt.output_nc
+    direction = opt.direction
     if direction not in ("AtoB", "BtoA"):
         raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
     return (output_nc, input_nc) if direction == "BtoA" else (input_nc, output_nc)
-
-
-def _foreground(opt: Namespace) -> float | bool:
-    value = getattr(opt, "foreground_sampling", False)
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "false", "no", "off"):
-        return value.lower() in ("true", "yes", "on")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"--foreground_sampling must be a flag or a threshold in [-1, 1], "
-                        f"got {value!r}") from None
 
 
 class _VolumeSource:
@@ -131,27 +115,27 @@ class VolumeDataset(Dataset):
     Built by :func:`create_volume_dataset`; see the module docstring for the options.
     """
 
-    def __init__(self, opt: Namespace):
+    def __init__(self, opt: RunConfig):
         self.opt = opt
-        self.mode = getattr(opt, "dataset_mode", "aligned")
+        self.mode = opt.dataset_mode
         if self.mode not in VOLUME_DATASET_MODES:
             raise UserError(f"unknown --dataset_mode '{self.mode}' for volumes; choose one of "
                             f"{', '.join(VOLUME_DATASET_MODES)}")
-        self.is_train = bool(getattr(opt, "isTrain", True))
-        self.serial = bool(getattr(opt, "serial_batches", False))
-        self.samples = int(getattr(opt, "samples_per_volume", 1)) if self.is_train else 1
+        self.is_train = opt.isTrain
+        self.serial = opt.serial_batches
+        self.samples = opt.samples_per_volume if self.is_train else 1
         if self.samples < 1:
             raise UserError(f"--samples_per_volume must be at least 1, got {self.samples}")
         self.patch_size = _patch_size(opt)
         self.flip_axes = _flip_axes(opt)
-        self.foreground = _foreground(opt)
-        cache = int(getattr(opt, "volume_cache_mb", 1024)) * 2**20
-        root, phase = dataset_root(opt), getattr(opt, "phase", "train")
+        self.foreground = opt.foreground_sampling
+        cache = opt.volume_cache_mb * 2**20
+        root, phase = dataset_root(opt), opt.phase
         nc_A, nc_B = _channels(opt)
         norm_A, norm_B = _normalizer(opt, "A"), _normalizer(opt, "B")
 
         if self.mode == "single":
-            side = "B" if getattr(opt, "direction", "AtoB") == "BtoA" else "A"
+            side = "B" if opt.direction == "BtoA" else "A"
             folder = next(c for c in (root / f"{phase}{side}", root / phase, root)
                            if c.is_dir())
             norm = norm_B if side == "B" else norm_A
@@ -196,7 +180,7 @@ class VolumeDataset(Dataset):
         if not self.is_train:
             return data
         keys = list(data)
-        weighted = self.foreground is not False
+        weighted = self.foreground
         if weighted:
             data = {**data, "_weight": self._weights(data[keys[0]])}
         transform = self._transform(keys, weighted)
@@ -210,11 +194,8 @@ class VolumeDataset(Dataset):
 
     def _weights(self, volume: torch.Tensor) -> torch.Tensor:
         ref = volume.amax(0, keepdim=True)
-        if self.foreground is True:
-            lo, hi = float(ref.min()), float(ref.max())
-            threshold = lo + FOREGROUND_FRACTION * (hi - lo)
-        else:
-            threshold = float(self.foreground)
+        lo, hi = float(ref.min()), float(ref.max())
+        threshold = lo + FOREGROUND_FRACTION * (hi - lo)
         weight = (ref > threshold).to(torch.float32)
         if not weight.any():
             weight.fill_(1.0)
@@ -273,7 +254,7 @@ def _partners(paths_A: list[Path], dir_A: Path, paths_B: list[Path], dir_B: Path
     return partners
 
 
-def create_volume_dataset(opt: Namespace) -> Dataset:
+def create_volume_dataset(opt: RunConfig) -> Dataset:
     """The 3D dataset for ``opt`` (see module docstring). Items hold float32 C×D×H×W tensors
     in [-1, 1] under "A" (and "B"), plus "A_paths" (and "B_paths")."""
     return VolumeDataset(opt)

@@ -17,10 +17,12 @@ import torch
 from torch import Tensor, nn
 
 from revgan.cli.argparsing import ArgumentParser
+from revgan.config import RunConfig
 from revgan.engine.reversible import Invertible1x1Conv
 from revgan.errors import UserError, require_creatable
-from revgan.infer.load import load_generator, saved_options
+from revgan.infer.load import load_generator
 from revgan.runs.atomic import atomic_path
+from revgan.runs.run_folder import load_run_config
 
 DIRECTIONS = ("AtoB", "BtoA")
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -107,10 +109,10 @@ def parse_size(text: str | None, dims: int) -> tuple[int, ...] | None:
     return values
 
 
-def default_size(opt: argparse.Namespace) -> tuple[int, ...]:
+def default_size(opt: RunConfig) -> tuple[int, ...]:
     """The training crop (2D) or patch (3D) size."""
     dims = int(opt.dims)
-    if dims == 3 and getattr(opt, "patch_size", None):
+    if dims == 3 and opt.patch_size:
         patch = tuple(int(v) for v in opt.patch_size)
         return patch * 3 if len(patch) == 1 else patch
     return (int(opt.crop_size),) * dims
@@ -278,7 +280,7 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
 def main(argv: list[str] | None = None) -> Path:
     args = _build_parser().parse_args(argv)
     model_dir = Path(args.model_dir)
-    dims = int(saved_options(model_dir).dims)  # UserError for a missing or foreign folder
+    dims = load_run_config(model_dir).dims  # UserError for a missing or foreign folder
     out, _ = export_generator(model_dir, args.direction, args.format,
                               Path(args.output) if args.output else None, args.epoch,
                               parse_size(args.size, dims), args.dynamic, args.opset,

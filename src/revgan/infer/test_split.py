@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from revgan.config import adopt_architecture, load_saved_options, save_options, select_device
+from revgan.config import RunConfig, select_device
 from revgan.data import create_dataset, write_image
 from revgan.errors import UserError, require_creatable
 from revgan.models import create_model
 from revgan.reporting.progress import progress_bar
 from revgan.reporting.visuals import save_display_png
 from revgan.runs.checkpoints import load_checkpoint
+from revgan.runs.run_folder import save_config, saved_options
 
 
-def results_folder(opt: argparse.Namespace) -> Path:
+def results_folder(opt: RunConfig) -> Path:
     return Path(opt.results_dir) / opt.name / f"{opt.phase}_{opt.epoch}"
 
 
-def _prepare(opt: argparse.Namespace) -> tuple[Path, str]:
-    """Check the run exists, take its architecture, and return (run dir, trained model)."""
+def _prepare(opt: RunConfig) -> tuple[Path, str, str]:
+    """Check the run exists, take its architecture, and return (run dir, trained model,
+    training direction). The training direction says which data folder each model domain
+    is; ``opt.direction`` stays what this test translates (``--model test``)."""
     run_dir = Path(opt.checkpoints_dir) / opt.name
     if not run_dir.is_dir():
         raise UserError(f"no trained run at {run_dir} (check --name and --checkpoints_dir)")
-    saved = load_saved_options(run_dir)
+    saved = saved_options(run_dir)
     if saved is None:
         if opt.model == "test":
             raise UserError(f"{run_dir} has no train_opt.json; test it with its --model name")
-        return run_dir, opt.model
-    adopt_architecture(opt, saved)
+        return run_dir, opt.model, opt.direction
+    opt.adopt_architecture(saved)
     trained = saved.get("model", opt.model)
     if opt.model not in ("test", trained):
         raise UserError(f"{run_dir} was trained with --model {trained}, not {opt.model}")
-    return run_dir, trained
+    return run_dir, trained, saved.get("direction", "AtoB")
 
 
 def _item_name(path: str) -> str:
@@ -48,9 +50,10 @@ def _item_name(path: str) -> str:
 
 
 def save_visuals(folder: Path, name: str, visuals: dict[str, torch.Tensor], dims: int,
-                 data: dict, model) -> dict[str, Path]:
+                 data: dict, model, trained_direction: str) -> dict[str, Path]:
     """Write each visual under ``images/<label>/`` (one folder per label, for FID tools)
-    and return the page's image paths relative to ``folder``."""
+    and return the page's image paths relative to ``folder``. Volumes are written in the
+    units of their domain's data folder under ``trained_direction``."""
     shown = {}
     for label, tensor in visuals.items():
         item = tensor[0].detach().float().cpu().clamp(-1, 1)
@@ -61,16 +64,16 @@ def save_visuals(folder: Path, name: str, visuals: dict[str, torch.Tensor], dims
             from revgan.infer.volume_units import write_visual_volume
 
             write_visual_volume(folder / "images" / label / f"{name}.nii.gz", item, label,
-                                data, model.opt)
+                                data, model.opt, trained_direction)
             save_display_png(item, png, dims=3)
         shown[label] = png.relative_to(folder)
     return shown
 
 
-def run_test(opt: argparse.Namespace) -> Path:
+def run_test(opt: RunConfig) -> Path:
     from revgan.reporting.results_page import ResultsPage
 
-    run_dir, trained = _prepare(opt)
+    run_dir, trained, trained_direction = _prepare(opt)
     device = select_device(opt.gpu_ids)
     out = results_folder(opt)
     if out.exists() and not out.is_dir():
@@ -90,7 +93,7 @@ def run_test(opt: argparse.Namespace) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    save_options(opt, out, stem="test_opt")
+    save_config(opt, out, stem="test_opt")
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0)
     page = ResultsPage(out, f"Experiment = {opt.name}, Phase = {opt.phase}, Epoch = {opt.epoch}",
                        aspect_ratio=opt.aspect_ratio)
@@ -106,7 +109,8 @@ def run_test(opt: argparse.Namespace) -> Path:
             if "B_paths" in data:
                 matched = matched and name == _item_name(data["B_paths"][0]) == _item_name(
                     data["A_paths"][0])
-            page.add_item(name, save_visuals(out, name, visuals, opt.dims, data, model))
+            page.add_item(name, save_visuals(out, name, visuals, opt.dims, data, model,
+                                                trained_direction))
             bar.update(1)
     if opt.eval_metrics:
         from revgan.evaluation.results import evaluate_results, page_tables

@@ -7,41 +7,41 @@ and come back in input units.
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from revgan.cli.argparsing import ArgumentParser
-from revgan.config import _int_tuple, select_device
+from revgan.config import DIRECTIONS, REQUIRED, option, select_device
+from revgan.data.domains import folder_of
 from revgan.errors import UserError
 from revgan.infer.load import load_generator
-from revgan.infer.volume_units import _folder, domain_normalizer
+from revgan.infer.volume_units import domain_normalizer
 from revgan.infer.windows import translate_path
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="revgan translate", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model_dir", required=True, help="a run folder: checkpoints/<name>")
-    p.add_argument("--input", required=True, help="an image/volume file or a folder of them")
-    p.add_argument("--output", required=True, help="output file (or folder for a folder)")
-    p.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"))
-    p.add_argument("--epoch", default="latest", help="checkpoint: latest, best or a number")
-    p.add_argument("--window_size", type=_int_tuple, default=None,
-                   help="sliding window (default: the training crop or patch size)")
-    p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--sw_batch_size", type=int, default=1, help="windows per forward pass")
-    p.add_argument("--bit_depth", type=int, choices=(8, 16), default=None,
-                   help="bits of output images (default: the input's)")
-    p.add_argument("--gpu_ids", default="auto")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no_progress", action="store_true")
-    return p
+@dataclass
+class TranslateOptions:
+    """The options of ``revgan translate``."""
+
+    model_dir: str = option(REQUIRED, "a run folder: checkpoints/<name>")
+    input: str = option(REQUIRED, "an image/volume file or a folder of them")
+    output: str = option(REQUIRED, "output file (or folder for a folder)")
+    direction: str = option("AtoB", "translation direction", choices=DIRECTIONS)
+    epoch: str = option("latest", "checkpoint: latest, best or a number")
+    window_size: tuple[int, ...] | None = option(None, "sliding window (default: the training "
+                                                 "crop or patch size)", kind="ints")
+    overlap: float = option(0.5, "sliding-window overlap")
+    sw_batch_size: int = option(1, "windows per forward pass")
+    bit_depth: int | None = option(None, "bits of output images (default: the input's)",
+                                   choices=(8, 16))
+    gpu_ids: str = option("auto", "'auto', '-1' for the CPU, or a CUDA device id")
+    overwrite: bool = option(False, "replace existing outputs")
+    no_progress: bool = option(False, "no progress bar")
 
 
-def main(argv: list[str]) -> list[Path]:
-    args = _parser().parse_args(argv)
+def translate_files(args: TranslateOptions) -> list[Path]:
+    """Translate ``args.input`` (a file or a folder) with the run in ``args.model_dir``."""
     if not 0 <= args.overlap < 1:
         raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
     if args.sw_batch_size < 1:
@@ -59,8 +59,8 @@ def main(argv: list[str]) -> list[Path]:
 
     norm_in = norm_out = None
     if dims == 3:
-        norm_in = domain_normalizer(opt, _folder(source, opt.direction))
-        norm_out = domain_normalizer(opt, _folder(target, opt.direction))
+        norm_in = domain_normalizer(opt, folder_of(source, opt.direction))
+        norm_out = domain_normalizer(opt, folder_of(target, opt.direction))
     input_nc = opt.input_nc if source == "A" else opt.output_nc
     written = translate_path(translate, Path(args.input), Path(args.output), dims, window,
                              overlap=args.overlap, multiple=getattr(G, "size_divisor", 1),

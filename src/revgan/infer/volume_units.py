@@ -2,43 +2,44 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
+from revgan.config import RunConfig
+from revgan.data.domains import folder_of, other
 from revgan.data.intensity import Normalizer, make_normalizer, output_stats
 from revgan.data.volumes import read_volume, write_volume
 
 
-def domain_normalizer(opt: argparse.Namespace, folder_domain: str) -> Normalizer:
+def domain_normalizer(opt: RunConfig, folder_domain: str) -> Normalizer:
     """The intensity mapping of the files in folder ``A`` or ``B`` (saved with the run)."""
-    return make_normalizer(getattr(opt, f"norm_{folder_domain}", "minmax") or "minmax",
-                           window=getattr(opt, f"window_{folder_domain}", None),
-                           percentiles=getattr(opt, "percentiles", None) or (0.5, 99.5))
-
-
-def _folder(model_domain: str, direction: str) -> str:
-    """Model domains are data folders, swapped when training ran B→A."""
-    return model_domain if direction == "AtoB" else {"A": "B", "B": "A"}[model_domain]
+    kind, window, percentiles = opt.intensity_of(folder_domain)
+    return make_normalizer(kind, window=window, percentiles=percentiles)
 
 
 def write_visual_volume(path: Path, item: torch.Tensor, label: str, data: dict,
-                        opt: argparse.Namespace) -> Path:
+                        opt: RunConfig, trained_direction: str) -> Path:
     """Save visual ``label`` (C×D×H×W in [-1, 1]) in the units of its domain.
 
-    The affine and header come from the volume the visual was computed from; per-volume
+    ``label`` names a model domain (``fake_A``); ``trained_direction`` (the run's training
+    ``--direction``) says which data folder's intensity mapping that domain has, whatever
+    direction this test translates. ``data`` holds the input files under the folders they
+    were read from (``opt.direction`` at test time; the single dataset: always "A"). The
+    affine and header come from the volume the visual was computed from; per-volume
     intensity statistics too (a translation is mapped back with the output domain's
     normaliser fitted on its input, see :mod:`revgan.data.intensity`).
     """
     kind, domain = label.rsplit("_", 1)
-    source_domain = domain if kind in ("real", "rec", "idt") else {"A": "B", "B": "A"}[domain]
-    key = f"{_folder(source_domain, opt.direction)}_paths"
+    if kind == "idt":  # idt_A = G_AB(real_B) is a domain-B image, made from real_B
+        domain = other(domain)
+    source_domain = other(domain) if kind == "fake" else domain
+    key = f"{folder_of(source_domain, opt.direction)}_paths"
     if key not in data:  # the single dataset (model test) holds its input under "A"
         key = "A_paths"
     source = Path(data[key][0])
     volume, meta = read_volume(source)
-    normalizer = domain_normalizer(opt, _folder(domain, opt.direction))
+    normalizer = domain_normalizer(opt, folder_of(domain, trained_direction))
     stats = output_stats(normalizer, volume)
     values = normalizer.denormalize(item.numpy(), stats)
     return write_volume(path, values, meta)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
+from revgan.config import RunConfig
 from revgan.models.base import BaseModel, build_generator
 
 
 class SingleDirectionModel(BaseModel):
     """Loads ``net_G`` of any trained model and translates ``--direction`` only."""
 
-    def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
+    def __init__(self, opt: RunConfig, device: torch.device, generator: str):
         super().__init__(opt, device)
         self.nets["G"] = build_generator(opt, generator)
         source, target = ("A", "B") if opt.direction == "AtoB" else ("B", "A")

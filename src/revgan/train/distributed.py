@@ -7,7 +7,6 @@ only rank 0 writes logs, pages and checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from revgan.config import RunConfig
 from revgan.errors import UserError
 
 
@@ -34,7 +34,7 @@ class DistState:
             dist.barrier()
 
 
-def setup(opt: argparse.Namespace) -> DistState:
+def setup(opt: RunConfig) -> DistState:
     """Join the process group torchrun describes in the environment (if any)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -52,7 +52,7 @@ def setup(opt: argparse.Namespace) -> DistState:
     return DistState(rank, world, local_rank, device)
 
 
-def wrap_model(model, state: DistState, opt: argparse.Namespace) -> None:
+def wrap_model(model, state: DistState, opt: RunConfig) -> None:
     """Wrap every network of ``model`` in DDP (``--norm sync_batch`` builds SyncBatchNorm,
     which falls back to plain batch norm in a single process).
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
+from revgan.config import RunConfig
 from revgan.data import create_dataset
 from revgan.errors import UserError
 from revgan.evaluation.metrics import cycle_metrics_per_item, paired_metrics_per_item
@@ -16,7 +16,7 @@ from revgan.evaluation.metrics import cycle_metrics_per_item, paired_metrics_per
 DATA_RANGE = 2.0  # images and volumes are compared in [-1, 1]
 
 
-def validation_phase(opt: argparse.Namespace) -> str:
+def validation_phase(opt: RunConfig) -> str:
     """``val`` (aligned: ``<dataroot>/val``; unaligned: ``valA``/``valB``), else ``test``."""
     root = Path(opt.dataroot)
     for phase in ("val", "test"):
@@ -26,7 +26,7 @@ def validation_phase(opt: argparse.Namespace) -> str:
                     "does not exist")
 
 
-def validation_options(opt: argparse.Namespace) -> argparse.Namespace:
+def validation_options(opt: RunConfig) -> RunConfig:
     val = copy.copy(opt)
     val.phase = validation_phase(opt)
     val.isTrain, val.serial_batches, val.no_flip = False, True, True
@@ -39,7 +39,7 @@ def _mean(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def validate(model, opt: argparse.Namespace, device: torch.device,
+def validate(model, opt: RunConfig, device: torch.device,
              dataset=None) -> dict[str, float]:
     """Mean metrics in [-1, 1]: MAE/MSE/PSNR/SSIM of A→B against B where pairs exist,
     ``*_A`` for B→A, and ``cycle_*`` reconstruction errors for unpaired models."""
