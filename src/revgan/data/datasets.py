@@ -7,7 +7,6 @@ counts follow upstream: "A" is read with ``input_nc`` for ``direction=AtoB`` and
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from revgan.config import RunConfig
-from revgan.data.images import list_images, read_image, to_channels
-from revgan.data.transforms import apply_transform, get_params
+from revgan.data.files import dataset_root, limit_paths
+from revgan.data.images import image_size, list_images, read_image, to_channels
+from revgan.data.transforms import apply_transform, get_params, resized_size
 from revgan.errors import UserError
 
 DATASET_MODES = ("aligned", "unaligned", "single")
@@ -53,25 +53,28 @@ def _channels(opt: RunConfig) -> tuple[int, int]:
     return input_nc, output_nc
 
 
-def limit_paths(paths: list[Path], opt: RunConfig) -> list[Path]:
-    limit = opt.max_dataset_size
-    if limit is None or limit == math.inf:
-        return paths
-    if limit < 1:
-        raise UserError(f"--max_dataset_size must be at least 1, got {limit}")
-    return paths[: int(limit)]
+def check_batchable(paths: list[Path], opt: RunConfig, halves: bool = False) -> None:
+    """Refuse, before training, images that preprocessing leaves at different sizes when a
+    batch must stack several of them (the collate step would fail deep in the loader).
 
-
-def dataset_root(opt: RunConfig) -> Path:
-    dataroot = opt.dataroot
-    if not dataroot:
-        raise UserError("--dataroot is required")
-    root = Path(dataroot)
-    if root.exists() and not root.is_dir():
-        raise UserError(f"--dataroot {root} is a file; give the dataset folder")
-    if not root.is_dir():
-        raise UserError(f"dataroot not found: {root}")
-    return root
+    Cropping modes give every image crop_size×crop_size; ``none`` and ``scale_width`` keep
+    the files' own sizes or aspect ratios. ``halves``: aligned A|B files (half the width).
+    Reads image headers only.
+    """
+    if not opt.isTrain or opt.batch_size < 2 or "crop" in opt.preprocess:
+        return
+    first: tuple[Path, tuple[int, int]] | None = None
+    for path in paths:
+        height, width = image_size(path)
+        size = resized_size(opt, (height, width // 2 if halves else width))
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            raise UserError(
+                f"--batch_size {opt.batch_size} stacks images, but --preprocess "
+                f"{opt.preprocess} leaves {first[0]} at {first[1][0]}×{first[1][1]} and {path} "
+                f"at {size[0]}×{size[1]}; use --preprocess resize_and_crop (or crop), or "
+                "--batch_size 1")
 
 
 class AlignedDataset(Dataset):
@@ -85,6 +88,7 @@ class AlignedDataset(Dataset):
         self.dir = dataset_root(opt) / opt.phase
         self.paths = limit_paths(list_images(self.dir), opt)
         self.nc_a, self.nc_b = _channels(opt)
+        check_batchable(self.paths, opt, halves=True)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -124,6 +128,8 @@ class UnalignedDataset(Dataset):
         self.A_paths = limit_paths(list_images(self.dir_A), opt)
         self.B_paths = limit_paths(list_images(self.dir_B), opt)
         self.nc_a, self.nc_b = _channels(opt)
+        check_batchable(self.A_paths, opt)
+        check_batchable(self.B_paths, opt)
         self.serial = opt.serial_batches
 
     def __len__(self) -> int:

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from revgan.config import RunConfig
-from revgan.data.datasets import dataset_root, limit_paths  # one rule for 2D and 3D
+from revgan.data.files import dataset_root, limit_paths  # one rule for 2D and 3D
 from revgan.data.intensity import Normalizer, make_normalizer
 from revgan.data.volumes import list_volumes, read_volume, volume_stem
 from revgan.errors import UserError

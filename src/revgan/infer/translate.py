@@ -1,8 +1,8 @@
 """``revgan translate``: a trained generator applied to a file or a folder, at full size.
 
 Inputs larger than the window are translated window by window with Gaussian blending
-(:func:`revgan.infer.windows.sliding_window_translate`); volumes keep their affine and header
-and come back in input units.
+(:mod:`revgan.models.sliding_window`); volumes keep their affine and header and come back in
+input units.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ class TranslateOptions:
                                    choices=(8, 16))
     gpu_ids: str = option("auto", "'auto', '-1' for the CPU, or a CUDA device id")
     overwrite: bool = option(False, "replace existing outputs")
+    skip_existing: bool = option(False, "keep existing outputs and translate only the missing "
+                                        "ones (completes an interrupted folder)")
     no_progress: bool = option(False, "no progress bar")
 
 
@@ -67,6 +69,7 @@ def translate_files(args: TranslateOptions) -> list[Path]:
                              device=device, normalizer_in=norm_in, normalizer_out=norm_out,
                              input_nc=input_nc, bit_depth=args.bit_depth,
                              overwrite=args.overwrite, sw_batch_size=args.sw_batch_size,
-                             progress=not args.no_progress)
-    print(f"wrote {len(written)} file(s): {written[0] if len(written) == 1 else args.output}")
+                             progress=not args.no_progress, skip_existing=args.skip_existing)
+    print(f"wrote {len(written)} file(s): {written[0] if len(written) == 1 else args.output}"
+          + (" (existing outputs kept)" if args.skip_existing else ""))
     return written

@@ -1,106 +1,22 @@
-"""Full-size translation of large images and volumes by blended sliding windows.
-
-The network sees fixed-size windows (so its memory does not grow with the input); windows
-overlap and are blended with Gaussian weights by MONAI's ``sliding_window_inference``, which
-normalises by the summed weights, so there are no seams and a constant offset stays
-constant. Windows run on ``device`` while the full-size output and weight map stay on CPU
-(or wherever ``output_device`` says).
-"""
+"""Full-size translation of image and volume files, window by window
+(:mod:`revgan.models.sliding_window`), in the input's units."""
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from revgan.data.intensity import Normalizer, make_normalizer, normalizer_from_dict, output_stats
 from revgan.errors import UserError, require_creatable
+from revgan.models.sliding_window import sliding_window_translate
 
 Fn = Callable[[Tensor], Tensor]
-
-
-def _per_dim(value: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
-    values = (value,) * n if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(values) != n or any(v < 1 for v in values):
-        raise UserError(f"{what} must be a positive integer or {n} of them, got {value}")
-    return values
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def sliding_window_translate(
-    fn: Fn,
-    x: Tensor,
-    window_size: int | Sequence[int],
-    overlap: float = 0.5,
-    mode: str = "gaussian",
-    sw_batch_size: int = 1,
-    device: torch.device | str | None = None,
-    multiple: int = 1,
-    output_device: torch.device | str | None = "cpu",
-    progress: bool = False,
-) -> Tensor:
-    """Apply ``fn`` to ``x`` (N×C×spatial, 2D or 3D) window by window and blend the results.
-
-    ``window_size`` must be a multiple of ``multiple`` (the network's total stride). Along an
-    axis shorter than the window, the window shrinks to the axis rounded up to ``multiple``
-    and the input is edge-padded to that and cropped back afterwards, so any input size works.
-    ``fn`` runs under ``torch.no_grad`` on ``device`` (default: ``x``'s device); the blended
-    output is accumulated on ``output_device``.
-    """
-    from monai.inferers import sliding_window_inference
-
-    if x.ndim not in (4, 5):
-        raise UserError(f"expected an N×C×H×W or N×C×D×H×W tensor, got shape {tuple(x.shape)}")
-    if not 0.0 <= overlap < 1.0:
-        raise UserError(f"overlap must be in [0, 1), got {overlap}")
-    if multiple < 1:
-        raise UserError(f"multiple must be at least 1, got {multiple}")
-    spatial = tuple(x.shape[2:])
-    window = _per_dim(window_size, len(spatial), "window size")
-    bad = [w for w in window if w % multiple]
-    if bad:
-        raise UserError(f"window size {window} must be a multiple of {multiple} (the network's "
-                        f"stride); try {tuple(_round_up(w, multiple) for w in window)}")
-    # Shrink windows to short axes (rounded up to the stride), then pad those axes to fit.
-    window = tuple(min(w, _round_up(s, multiple)) for w, s in zip(window, spatial))
-    padded = tuple(max(s, w) for s, w in zip(spatial, window))
-    if padded != spatial:
-        pad: list[int] = []
-        for s, p in reversed(list(zip(spatial, padded))):
-            before = (p - s) // 2
-            pad += [before, p - s - before]
-        x = F.pad(x, pad, mode="replicate")
-    device = torch.device(device) if device is not None else x.device
-    output_device = torch.device(output_device) if output_device is not None else x.device
-
-    def predictor(window_batch: Tensor) -> Tensor:
-        # MONAI weights the predictor's output in place; an output that shares memory with
-        # its input window (identity, views) would then corrupt the input being translated.
-        y = fn(window_batch)
-        if y.untyped_storage().data_ptr() == window_batch.untyped_storage().data_ptr():
-            y = y.clone()
-        return y
-
-    with torch.no_grad():
-        out = sliding_window_inference(
-            x, roi_size=window, sw_batch_size=sw_batch_size, predictor=predictor, overlap=overlap,
-            mode=mode, sw_device=device, device=output_device, progress=progress,
-        )
-    if hasattr(out, "as_tensor"):  # MONAI may hand back a MetaTensor
-        out = out.as_tensor()
-    if padded != spatial:
-        crop = [slice(None), slice(None)]
-        crop += [slice((p - s) // 2, (p - s) // 2 + s) for s, p in zip(spatial, padded)]
-        out = out[tuple(crop)]
-    return out
 
 
 def translate_array(
@@ -144,7 +60,16 @@ def _normalizer(value: Normalizer | dict | str | None) -> Normalizer:
     return normalizer_from_dict(value)
 
 
+def _is_series(path: Path, dims: int) -> bool:
+    """A DICOM series folder: one volume input, written as ``<name>.nii.gz``."""
+    from revgan.data.dicom import is_dicom_series
+
+    return dims == 3 and is_dicom_series(path)
+
+
 def _inputs(input_path: Path, dims: int) -> list[Path]:
+    if _is_series(input_path, dims):
+        return [input_path]
     if input_path.is_dir():
         if dims == 3:
             from revgan.data.volumes import list_volumes
@@ -176,6 +101,24 @@ def _check_target(target: Path, dims: int) -> None:
     require_creatable(target.parent, "output folder")
 
 
+def _check_source(source: Path, dims: int) -> None:
+    """What an input's header can tell (readable, format, shape, size), without its data."""
+    if dims == 3:
+        from revgan.data.volumes import check_volume_file
+
+        check_volume_file(source)
+    else:
+        from revgan.data.images import image_size
+
+        image_size(source)
+
+
+def _remove_partial_writes(target: Path) -> None:
+    """Delete the temporary files an atomic write of ``target`` left when it was killed."""
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def translate_path(
     fn: Fn,
     input_path: str | Path,
@@ -193,6 +136,7 @@ def translate_path(
     mode: str = "gaussian",
     sw_batch_size: int = 1,
     progress: bool = False,
+    skip_existing: bool = False,
 ) -> list[Path]:
     """Translate one file, or every file of a folder into a folder with the same names.
 
@@ -200,34 +144,52 @@ def translate_path(
     affine and header; intensities normalised with ``normalizer_in`` and mapped back with
     ``normalizer_out``. 2D: images via ``read_image`` (already in [-1, 1]; ``input_nc``
     channels, default 3) and ``write_image`` at ``bit_depth`` (default: 16 for 16-bit inputs,
-    else 8). An existing output is an error unless ``overwrite``; the input itself is never
-    overwritten. Returns the written paths.
+    else 8). An existing output is an error unless ``overwrite`` (replace it) or
+    ``skip_existing`` (keep it and translate only the missing ones: how a folder interrupted
+    midway is completed); the input itself is never overwritten. Every input's header is
+    checked before anything is written, and every output is written atomically, so a kill
+    leaves whole outputs or none. Returns the paths written.
     """
     if dims not in (2, 3):
         raise UserError(f"dims must be 2 or 3, got {dims}")
+    if overwrite and skip_existing:
+        raise UserError("--overwrite and --skip_existing contradict each other; give one")
     input_path, output_path = Path(input_path), Path(output_path)
     sources = _inputs(input_path, dims)
-    if input_path.is_dir():
+
+    def named(target: Path, source: Path) -> Path:
+        return target.with_name(target.name + ".nii.gz") if source.is_dir() else target
+
+    if input_path.is_dir() and sources != [input_path]:
         if output_path.is_file():
             raise UserError(f"input {input_path} is a folder, so the output must be a folder, "
                             f"but {output_path} is a file")
-        targets = [output_path / s.relative_to(input_path) for s in sources]
+        targets = [named(output_path / s.relative_to(input_path), s) for s in sources]
     else:
-        targets = [output_path / input_path.name if output_path.is_dir() else output_path]
+        targets = [named(output_path / input_path.name, input_path) if output_path.is_dir()
+                   else output_path]
+    pairs: list[tuple[Path, Path]] = []
     for source, target in zip(sources, targets):
         if target.resolve() == source.resolve():
             raise UserError(f"output {target} would overwrite its input; choose another path")
         if target.exists() and not overwrite:
-            raise UserError(f"output {target} exists; remove it or pass --overwrite")
+            if skip_existing and target.is_file():
+                continue
+            raise UserError(f"output {target} exists; remove it or pass --overwrite "
+                            "(or --skip_existing to keep it)")
         _check_target(target, dims)
-
-    pairs: list[tuple[Path, Path]] = list(zip(sources, targets))
+        pairs.append((source, target))
+    for source, _ in pairs:  # headers only: a bad file stops the run before any output
+        _check_source(source, dims)
+    for _, target in pairs:
+        _remove_partial_writes(target)
     if progress:
         from tqdm import tqdm
 
         pairs = tqdm(pairs, desc="translate", unit="file")
     kwargs: dict[str, Any] = dict(window_size=window_size, overlap=overlap, multiple=multiple,
                                   device=device, mode=mode, sw_batch_size=sw_batch_size)
+    written = []
     for source, target in pairs:
         if dims == 3:
             from revgan.data.volumes import read_volume, write_volume
@@ -245,4 +207,5 @@ def translate_path(
             out = translate_array(fn, image, "none", "none", **kwargs)
             depth = bit_depth or (16 if meta.bit_depth >= 16 else 8)
             write_image(target, out, bit_depth=depth)
-    return targets
+        written.append(target)
+    return written

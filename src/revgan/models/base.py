@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
+from revgan.config import RunConfig
 from revgan.data.transforms import pad_to_multiple
 from revgan.engine.reversible import ReversibleSequence
 from revgan.errors import UserError
@@ -45,16 +46,18 @@ class GeneratorPair(nn.Module):
         return self.G_A(x) if direction == "AtoB" else self.G_B(x)
 
 
-def build_generator(opt: argparse.Namespace, kind: str) -> nn.Module:
+def build_generator(opt: RunConfig, kind: str) -> nn.Module:
     """``kind``: 'rev' (shared reversible core), 'pair' (two baselines), 'single'."""
     dropout = not opt.no_dropout
     if kind == "rev":
         return define_rev_G(opt.netG, opt.input_nc, opt.output_nc, opt.ngf, opt.norm, opt.dims,
                             opt.n_downsampling, opt.coupling, not opt.use_naive,
-                            opt.fully_reversible, opt.init_type, opt.init_gain, dropout)
+                            opt.fully_reversible, opt.init_type, opt.init_gain, dropout,
+                            fixed_point=not opt.float_couplings)
     down = 2 if opt.n_downsampling is None else opt.n_downsampling
     make = lambda i, o: define_G(opt.netG, i, o, opt.ngf, opt.norm, dropout,  # noqa: E731
-                                 opt.dims, opt.init_type, opt.init_gain, down)
+                                 opt.dims, opt.init_type, opt.init_gain, down,
+                                 opt.uncancelled_bias)
     if kind == "pair":
         return GeneratorPair(make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc))
     return OneWay(make(opt.input_nc, opt.output_nc))
@@ -76,12 +79,12 @@ def compilable_parts(nets: dict[str, nn.Module]) -> list[nn.Module]:
     return parts
 
 
-def build_discriminator(opt: argparse.Namespace, input_nc: int) -> nn.Module:
+def build_discriminator(opt: RunConfig, input_nc: int) -> nn.Module:
     return define_D(opt.netD, input_nc, opt.ndf, opt.n_layers_D, opt.norm, opt.dims,
                     opt.init_type, opt.init_gain)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, opt: argparse.Namespace):
+def make_scheduler(optimizer: torch.optim.Optimizer, opt: RunConfig):
     """LR policies: linear (constant, then linear to zero), step, plateau, cosine."""
     if opt.lr_policy == "linear":
         def factor(epoch: int) -> float:
@@ -97,6 +100,25 @@ def make_scheduler(optimizer: torch.optim.Optimizer, opt: argparse.Namespace):
         optimizer, T_max=max(1, opt.n_epochs + opt.n_epochs_decay), eta_min=0)
 
 
+def restore_schedule_position(scheduler, saved: dict) -> None:
+    """Move a scheduler fresh from :func:`make_scheduler` (this run's options) to the
+    saved epoch. Only the position comes from the checkpoint: a run resumed with more
+    epochs or another step size follows its new schedule, and the same schedule gives the
+    same LRs bit for bit. The schedules are replayed from the base LR, since StepLR and
+    CosineAnnealingLR compute each LR from the previous one."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.load_state_dict(saved)  # no schedule to change: its state is its position
+        return
+    if scheduler.last_epoch != 0:
+        raise ValueError("restore_schedule_position needs a scheduler that has not stepped")
+    for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+        group["lr"] = base
+    with warnings.catch_warnings():  # stepping without optimiser steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(int(saved["last_epoch"])):
+            scheduler.step()
+
+
 class BaseModel:
     """Holds networks, optimisers, schedulers, scalers and pools of one objective.
 
@@ -107,7 +129,7 @@ class BaseModel:
     loss_names: list[str] = []
     visual_names: list[str] = []
 
-    def __init__(self, opt: argparse.Namespace, device: torch.device):
+    def __init__(self, opt: RunConfig, device: torch.device):
         self.opt = opt
         self.device = device
         self.is_train = opt.isTrain
@@ -123,7 +145,7 @@ class BaseModel:
         # backward each group of generator loss terms as soon as it is formed (step_in_groups)
         self.grouped_backward = False
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16,
-                          "fp16": torch.float16}[getattr(opt, "amp", "none")]
+                          "fp16": torch.float16}[opt.amp]
 
     # -- set-up -------------------------------------------------------------------------
     def make_optimizer(self, name: str, nets: list[nn.Module]) -> None:
@@ -136,7 +158,7 @@ class BaseModel:
     def setup(self) -> None:
         for net in self.nets.values():
             net.to(self.device)
-        backend = getattr(self.opt, "compile", None)
+        backend = self.opt.compile
         if backend:
             for part in compilable_parts(self.nets):
                 part.compile(backend=backend)
@@ -242,7 +264,7 @@ class BaseModel:
         through blended sliding windows; others are padded to the network's stride and
         cropped back.
         """
-        from revgan.infer.windows import sliding_window_translate
+        from revgan.models.sliding_window import sliding_window_translate
 
         G, dims = self.generator, self.opt.dims
         multiple = getattr(G, "size_divisor", 1)
@@ -299,12 +321,7 @@ class BaseModel:
             for key, optimizer in self.optimizers.items():
                 optimizer.load_state_dict(state["optimizers"][key])
             for key, scheduler in self.schedulers.items():
-                scheduler.load_state_dict(state["schedulers"][key])
-                if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                    # the schedule of *this* run's options (e.g. more epochs on resume)
-                    for group, base, fn in zip(scheduler.optimizer.param_groups,
-                                               scheduler.base_lrs, scheduler.lr_lambdas):
-                        group["lr"] = base * fn(scheduler.last_epoch)
+                restore_schedule_position(scheduler, state["schedulers"][key])
             for key, scaler in self.scalers.items():
                 scaler.load_state_dict(state["scalers"][key])
             for key, pool in self.pools.items():
