@@ -33,10 +33,6 @@ def replication_pad(dims: int, padding: int) -> nn.Module:
     return (nn.ReplicationPad2d, nn.ReplicationPad3d)[_check_dims(dims) - 2](padding)
 
 
-def dropout(dims: int, p: float) -> nn.Module:
-    return nn.Dropout(p)
-
-
 def norm_layer(dims: int, kind: str):
     """Return a constructor ``f(num_channels) -> nn.Module`` for the named normalisation.
 
