@@ -106,7 +106,7 @@ def round_to_grid(t: Tensor, bits: int) -> Tensor:
     scale = float(2**bits)
     if torch.is_grad_enabled() and t.requires_grad:
         return _RoundToGrid.apply(t, scale)
-    return torch.round(t * scale) / scale
+    return torch.mul(t, scale).round_().div_(scale)  # one new tensor, not three
 
 
 class AdditiveCoupling(_Coupling):
@@ -137,55 +137,108 @@ class AdditiveCoupling(_Coupling):
         bits = self.fixed_point_bits
         return t if bits is None or dtype != torch.float32 else round_to_grid(t, bits)
 
-    def forward(self, x: Tensor, rng: RngReplay | None = None) -> Tensor:
-        x1, x2 = (self._snap(h, x.dtype) for h in self._halves(x))
-        y1 = x1 + self._snap(_call(self.F, x2, rng, "F"), x1.dtype)
-        y2 = x2 + self._snap(_call(self.G, y1, rng, "G"), x2.dtype)
-        return torch.cat([y1, y2], dim=1)
+    def _stream(self, t: Tensor, snap_input: bool) -> tuple[Tensor, Tensor]:
+        """The halves of the residual stream, snapped unless the caller knows they are on
+        the grid already (inside a stack of grid-preserving blocks)."""
+        h1, h2 = self._halves(t)
+        if not snap_input:
+            return h1, h2
+        return self._snap(h1, t.dtype), self._snap(h2, t.dtype)
 
-    def inverse(self, y: Tensor, rng: RngReplay | None = None) -> Tensor:
-        y1, y2 = (self._snap(h, y.dtype) for h in self._halves(y))
-        x2 = y2 - self._snap(_call(self.G, y1, rng, "G"), y2.dtype)
-        x1 = y1 - self._snap(_call(self.F, x2, rng, "F"), y1.dtype)
-        return torch.cat([x1, x2], dim=1)
+    def _add(self, base: Tensor, branch: Tensor, sign: int, out: Tensor) -> Tensor:
+        """``out = base + sign * snap(branch)`` without grad, in two passes over ``branch``
+        (scale and round in place) and one sum; the grid's power-of-two scale is exact, so
+        the result equals ``base + sign * _snap(branch)`` bit for bit."""
+        branch = branch.to(base.dtype)
+        bits = self.fixed_point_bits
+        if bits is None or base.dtype != torch.float32:
+            return torch.add(base, branch, alpha=sign, out=out)
+        scale = float(2**bits)
+        return torch.add(base, branch.mul(scale).round_(), alpha=sign / scale, out=out)
+
+    def forward(self, x: Tensor, rng: RngReplay | None = None, *,
+                snap_input: bool = True) -> Tensor:
+        x1, x2 = self._stream(x, snap_input)
+        if torch.is_grad_enabled():
+            y1 = x1 + self._snap(_call(self.F, x2, rng, "F"), x1.dtype)
+            y2 = x2 + self._snap(_call(self.G, y1, rng, "G"), x2.dtype)
+            return torch.cat([y1, y2], dim=1)
+        # without grad: write both halves straight into the output (no cat copy)
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        y1, y2 = self._halves(y)
+        self._add(x1, _call(self.F, x2, rng, "F"), 1, y1)
+        self._add(x2, _call(self.G, y1, rng, "G"), 1, y2)
+        return y
+
+    def inverse(self, y: Tensor, rng: RngReplay | None = None, *,
+                snap_input: bool = True) -> Tensor:
+        y1, y2 = self._stream(y, snap_input)
+        if torch.is_grad_enabled():
+            x2 = y2 - self._snap(_call(self.G, y1, rng, "G"), y2.dtype)
+            x1 = y1 - self._snap(_call(self.F, x2, rng, "F"), y1.dtype)
+            return torch.cat([x1, x2], dim=1)
+        x = torch.empty_like(y, memory_format=torch.contiguous_format)
+        x1, x2 = self._halves(x)
+        self._add(y2, _call(self.G, y1, rng, "G"), -1, x2)
+        self._add(y1, _call(self.F, x2, rng, "F"), -1, x1)
+        return x
 
     # Fused backward (RevNet, Gomez et al. 2017): rebuilding the input already evaluates
     # F(x2) and G(y1), the very values the backward needs, so each is run once with grad
-    # instead of once to invert and again to recompute.
+    # instead of once to invert and again to recompute. The rebuilt input and its gradient
+    # are written into one buffer each (no cat copies).
 
-    def _branch_grad(self, net: nn.Module, key: str, inp: Tensor, dtype: torch.dtype,
-                     grad_out: Tensor, rng: RngReplay | None):
+    @staticmethod
+    def _branch_grad(net: nn.Module, key: str, inp: Tensor, dtype: torch.dtype,
+                     grad_out: Tensor, rng: RngReplay | None, params: list[Tensor]):
         leaf = inp.detach().requires_grad_(True)
-        params = [p for p in net.parameters() if p.requires_grad]
         with torch.enable_grad():
             out = _call(net, leaf, rng, key).to(dtype)
             # the snap's gradient is the identity: differentiate the raw output, snap its value
             grads = torch.autograd.grad(out, [leaf, *params], grad_out, allow_unused=True)
-        return self._snap(out.detach(), dtype), grads[0], dict(zip(params, grads[1:]))
+        return out.detach(), grads[0], dict(zip(params, grads[1:]))
 
-    def backward_forward(self, y: Tensor, grad_y: Tensor, rng: RngReplay | None = None):
+    def _trainable(self) -> tuple[list[Tensor], list[Tensor]]:
+        return ([p for p in self.F.parameters() if p.requires_grad],
+                [p for p in self.G.parameters() if p.requires_grad])
+
+    def backward_forward(self, y: Tensor, grad_y: Tensor, rng: RngReplay | None = None, *,
+                         snap_input: bool = True):
         """For ``y = forward(x)``: return ``x``, dL/dx and dL/dθ given dL/dy."""
-        y1, y2 = (self._snap(h, y.dtype) for h in self._halves(y))
+        params_F, params_G = self._trainable()
+        y1, y2 = self._stream(y, snap_input)
         dy1, dy2 = self._halves(grad_y)
-        g, g_in, grads = self._branch_grad(self.G, "G", y1, y2.dtype, dy2, rng)
-        x2 = y2 - g
-        dy1 = dy1 + g_in
-        f, f_in, grads_F = self._branch_grad(self.F, "F", x2, y1.dtype, dy1, rng)
-        x1 = y1 - f
+        x = torch.empty_like(y, memory_format=torch.contiguous_format)
+        dx = torch.empty_like(x)
+        x1, x2 = self._halves(x)
+        dx1, dx2 = self._halves(dx)
+        g, g_in, grads = self._branch_grad(self.G, "G", y1, y2.dtype, dy2, rng, params_G)
+        self._add(y2, g, -1, x2)
+        torch.add(dy1, g_in, out=dx1)
+        f, f_in, grads_F = self._branch_grad(self.F, "F", x2, y1.dtype, dx1, rng, params_F)
+        self._add(y1, f, -1, x1)
+        torch.add(dy2, f_in, out=dx2)
         grads.update(grads_F)
-        return torch.cat([x1, x2], 1), torch.cat([dy1, dy2 + f_in], 1), grads
+        return x, dx, grads
 
-    def backward_inverse(self, x: Tensor, grad_x: Tensor, rng: RngReplay | None = None):
+    def backward_inverse(self, x: Tensor, grad_x: Tensor, rng: RngReplay | None = None, *,
+                         snap_input: bool = True):
         """For ``x = inverse(y)``: return ``y``, dL/dy and dL/dθ given dL/dx."""
-        x1, x2 = (self._snap(h, x.dtype) for h in self._halves(x))
+        params_F, params_G = self._trainable()
+        x1, x2 = self._stream(x, snap_input)
         dx1, dx2 = self._halves(grad_x)
-        f, f_in, grads = self._branch_grad(self.F, "F", x2, x1.dtype, -dx1, rng)
-        y1 = x1 + f
-        dx2 = dx2 + f_in
-        g, g_in, grads_G = self._branch_grad(self.G, "G", y1, x2.dtype, -dx2, rng)
-        y2 = x2 + g
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)
+        dy = torch.empty_like(y)
+        y1, y2 = self._halves(y)
+        dy1, dy2 = self._halves(dy)
+        f, f_in, grads = self._branch_grad(self.F, "F", x2, x1.dtype, -dx1, rng, params_F)
+        self._add(x1, f, 1, y1)
+        torch.add(dx2, f_in, out=dy2)
+        g, g_in, grads_G = self._branch_grad(self.G, "G", y1, x2.dtype, -dy2, rng, params_G)
+        self._add(x2, g, 1, y2)
+        torch.add(dx1, g_in, out=dy1)
         grads.update(grads_G)
-        return torch.cat([y1, y2], 1), torch.cat([dx1 + g_in, dx2], 1), grads
+        return y, dy, grads
 
 
 class AffineCoupling(_Coupling):
@@ -321,12 +374,17 @@ class Inverted(InvertibleModule):
 # --------------------------------------------------------------------------- memory saving
 
 
+def _tracking_norms(module: nn.Module) -> list[_NormBase]:
+    return [m for m in module.modules() if isinstance(m, _NormBase) and m.track_running_stats]
+
+
 @contextlib.contextmanager
-def frozen_running_stats(module: nn.Module) -> Iterator[None]:
+def frozen_running_stats(module: nn.Module | list[_NormBase]) -> Iterator[None]:
     """Undo running-statistic updates made inside the block (recomputation must not count
-    a batch twice); batch statistics themselves are still used, so outputs are unchanged."""
-    norms = [m for m in module.modules()
-             if isinstance(m, _NormBase) and m.track_running_stats and m.training]
+    a batch twice); batch statistics themselves are still used, so outputs are unchanged.
+    Takes the block or the list of its statistic-tracking norms."""
+    candidates = module if isinstance(module, list) else _tracking_norms(module)
+    norms = [m for m in candidates if m.training]
     saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)
               if b is not None] for m in norms]
     try:
@@ -343,6 +401,47 @@ def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
     return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
+class _Step:
+    """One block as the memory-saving pass runs it: its forward (``run``), the inverse that
+    rebuilds its input (``rebuild``), the fused backward where it has one, the norms whose
+    statistics the recomputation must not update, and whether its input is known to lie on
+    the fixed-point grid already (then the additive coupling skips snapping it)."""
+
+    __slots__ = ("module", "run", "rebuild", "fused", "norms")
+
+    def __init__(self, block: nn.Module, reverse: bool, on_grid: bool, norms: list):
+        self.module, self.norms = block, norms
+        inner, flipped = block, reverse
+        while isinstance(inner, Inverted):
+            inner, flipped = inner.block, not flipped
+        if isinstance(inner, AdditiveCoupling):
+            kw = {"snap_input": not on_grid}
+            fwd, inv = inner.forward, inner.inverse
+            bwd_f, bwd_i = inner.backward_forward, inner.backward_inverse
+            self.run = (lambda x, rng=None: inv(x, rng, **kw)) if flipped else (
+                lambda x, rng=None: fwd(x, rng, **kw))
+            self.rebuild = (lambda y, rng=None: fwd(y, rng, **kw)) if flipped else (
+                lambda y, rng=None: inv(y, rng, **kw))
+            self.fused = (lambda y, g, rng=None: bwd_i(y, g, rng, **kw)) if flipped else (
+                lambda y, g, rng=None: bwd_f(y, g, rng, **kw))
+        else:
+            self.run = block.inverse if reverse else block.forward
+            self.rebuild = block.forward if reverse else block.inverse
+            self.fused = getattr(block, "backward_inverse" if reverse else "backward_forward",
+                                 None)
+
+
+def _grid_bits(block: nn.Module) -> int | None | bool:
+    """The grid a block keeps its output on given an input on it: the coupling's bits,
+    ``None`` for blocks that only move values (permutation, squeeze), ``False`` for blocks
+    that leave the grid (affine and float couplings, learned mixing)."""
+    while isinstance(block, Inverted):
+        block = block.block
+    if isinstance(block, AdditiveCoupling):
+        return block.fixed_point_bits if block.fixed_point_bits is not None else False
+    return None if isinstance(block, (ChannelPermutation, Squeeze)) else False
+
+
 class _ReversibleFunction(torch.autograd.Function):
     """Runs invertible steps without saving intermediates; backward rebuilds them."""
 
@@ -353,7 +452,7 @@ class _ReversibleFunction(torch.autograd.Function):
         ctx.autocast = (device_type, *_autocast_state(device_type))
         y = x
         for step, rng in zip(steps, rngs):
-            y = step[1](y, rng)
+            y = step.run(y, rng)
         if y is x:  # keep our saved output distinct from the caller's tensor
             y = x.clone()
         ctx.save_for_backward(y)
@@ -365,14 +464,18 @@ class _ReversibleFunction(torch.autograd.Function):
         device_type, autocast_on, autocast_dtype = ctx.autocast
         index = {id(p): i for i, p in enumerate(ctx.params)}
         param_grads: list[Tensor | None] = [None] * len(ctx.params)
-        for (module, run, rebuild, fused), rng in zip(reversed(ctx.steps), reversed(ctx.rngs)):
-            with torch.autocast(device_type, autocast_dtype, enabled=autocast_on), \
-                    frozen_running_stats(module):
-                if fused is not None:
-                    y, grad_y, grads = fused(y, grad_y, rng)
+        for step, rng in zip(reversed(ctx.steps), reversed(ctx.rngs)):
+            # only the bookkeeping that is needed: autocast if it was on, statistic restore
+            # if a norm tracks statistics (RNG replay exists only for stochastic blocks)
+            with contextlib.ExitStack() as scope:
+                if autocast_on:
+                    scope.enter_context(torch.autocast(device_type, autocast_dtype))
+                if step.norms:
+                    scope.enter_context(frozen_running_stats(step.norms))
+                if step.fused is not None:
+                    y, grad_y, grads = step.fused(y, grad_y, rng)
                 else:
-                    y, grad_y, grads = _rebuild_and_recompute(module, run, rebuild, y, grad_y,
-                                                              rng)
+                    y, grad_y, grads = _rebuild_and_recompute(step, y, grad_y, rng)
             for p, g in grads.items():
                 i = index.get(id(p))
                 if g is None or i is None:
@@ -381,15 +484,14 @@ class _ReversibleFunction(torch.autograd.Function):
         return (grad_y, None, None, None, *param_grads)
 
 
-def _rebuild_and_recompute(module: nn.Module, run, rebuild, y: Tensor, grad_y: Tensor,
-                           rng: RngReplay | None):
+def _rebuild_and_recompute(step: _Step, y: Tensor, grad_y: Tensor, rng: RngReplay | None):
     """The generic backward of one block: invert, then recompute with grad."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    params = [p for p in step.module.parameters() if p.requires_grad]
     with torch.no_grad():
-        x = rebuild(y, rng)
+        x = step.rebuild(y, rng)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        out = run(x, rng)
+        out = step.run(x, rng)
         grads = torch.autograd.grad(out, [x, *params], grad_y, allow_unused=True)
     return x.detach(), grads[0], dict(zip(params, grads[1:]))
 
@@ -402,40 +504,73 @@ class ReversibleSequence(nn.Module):
     stack is plain autograd (for checks and debugging; ``--use_naive``). Both directions
     (``forward`` and ``inverse``) save memory and give correct gradients.
 
+    ``keep_blocks`` trades memory for time: the last ``keep_blocks`` blocks run (in the
+    direction of the call) keep their activations under plain autograd, the others are
+    rebuilt; 0 rebuilds all of them, ``len(self)`` is plain autograd. Gradients are the same
+    in every setting.
+
     ``fp32_stream`` keeps the coupling sums in fp32 under autocast (F and G may still run in
     16 bit), so inversion error stays at fp32 level with mixed precision.
+
+    The set of blocks is fixed after construction (the per-block norm and dropout lists are
+    cached on first use); weights, ``fixed_point_bits`` and train/eval may change.
     """
 
     def __init__(self, blocks: Iterable[nn.Module], memory_saving: bool = True,
-                 fp32_stream: bool = True):
+                 fp32_stream: bool = True, keep_blocks: int = 0):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.memory_saving = memory_saving
         self.fp32_stream = fp32_stream
+        self.keep_blocks = keep_blocks
+        self._cache: tuple[list, bool] | None = None
 
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def _stochastic(self) -> bool:
-        return self.training and any(
-            isinstance(m, nn.modules.dropout._DropoutNd) for m in self.modules())
+    def _structure(self) -> tuple[list, bool]:
+        """Per-block statistic-tracking norms, and whether any block has dropout."""
+        if self._cache is None:
+            norms = [_tracking_norms(b) for b in self.blocks]
+            dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in self.modules())
+            self._cache = (norms, dropout)
+        return self._cache
+
+    def _grid(self) -> int | None:
+        """The fixed-point bits when every block keeps the stream on one grid, else None."""
+        bits = {_grid_bits(b) for b in self.blocks} - {None}
+        if len(bits) == 1 and False not in bits:
+            return bits.pop()
+        return None
 
     def _run(self, x: Tensor, reverse: bool) -> Tensor:
         if self.fp32_stream and x.is_floating_point() and x.dtype in (torch.float16,
                                                                        torch.bfloat16):
             x = x.float()
         blocks = list(reversed(self.blocks)) if reverse else list(self.blocks)
-        steps = [(b, b.inverse, b.forward, getattr(b, "backward_inverse", None)) if reverse
-                 else (b, b.forward, b.inverse, getattr(b, "backward_forward", None))
-                 for b in blocks]
-        params = [p for p in self.parameters() if p.requires_grad]
-        needs_graph = torch.is_grad_enabled() and (x.requires_grad or bool(params))
-        if not (self.memory_saving and needs_graph):
-            for step in steps:
-                x = step[1](x)
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        keep = min(max(self.keep_blocks, 0), len(blocks))
+        if not (self.memory_saving and needs_graph) or keep == len(blocks):
+            for block in blocks:
+                x = block.inverse(x) if reverse else block.forward(x)
             return x
-        rngs = [RngReplay(x.device) if self._stochastic() else None for _ in steps]
-        return _ReversibleFunction.apply(x, steps, rngs, len(params), *params)
+        norms, dropout = self._structure()
+        if reverse:
+            norms = norms[::-1]
+        bits = self._grid() if x.dtype == torch.float32 else None
+        if bits is not None:  # snap once here; every block then keeps the stream on the grid
+            x = round_to_grid(x, bits)
+        saved = len(blocks) - keep
+        steps = [_Step(b, reverse, bits is not None, n)
+                 for b, n in zip(blocks[:saved], norms[:saved])]
+        stochastic = self.training and dropout
+        rngs = [RngReplay(x.device) if stochastic else None for _ in steps]
+        params = [p for b in blocks[:saved] for p in b.parameters() if p.requires_grad]
+        x = _ReversibleFunction.apply(x, steps, rngs, len(params), *params)
+        for block in blocks[saved:]:
+            x = block.inverse(x) if reverse else block.forward(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self._run(x, reverse=False)
