@@ -11,3 +11,12 @@ __version__ = "0.1.0"
 # takes effect if revgan is imported before torch, as the command line does.
 if "torch" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def load(model_dir, epoch: str = "latest", device="cpu"):
+    """A run folder's generator as a :class:`revgan.api.Translator` (``t.translate(x)``).
+
+    Imported here only when called, so ``import revgan`` stays cheap (no torch)."""
+    from revgan.api import load as load_run
+
+    return load_run(model_dir, epoch, device)

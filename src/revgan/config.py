@@ -94,6 +94,12 @@ class ModelOptions:
     use_naive: bool = option(False, "plain autograd in the reversible core (no memory saving)")
     fully_reversible: bool = option(False, "invertible encoders/decoders too (whole generator "
                                            "memory-flat)", architecture=True)
+    uncancelled_bias: bool = option(False, "U-Net: a bias on the two down convolutions no norm "
+                                    "follows, as pix2pix has with instance norm (set by "
+                                    "revgan import)", architecture=True)
+    float_couplings: bool = option(False, "RevGAN core: additive couplings in plain float, not "
+                                   "on the exact 2**-16 grid, as the 2019 RevGAN (set by "
+                                   "revgan import)", architecture=True)
 
 
 @dataclass

@@ -16,6 +16,7 @@ COMMANDS = {
     "fid": "FID and KID between two image folders (needs revgan[fid])",
     "bench": "memory/speed benchmark of the reversible core, as a markdown report",
     "export": "export one translation direction to ONNX or TorchScript",
+    "import": "import CycleGAN/pix2pix/RevGAN (2019) generator checkpoints as a run folder",
 }
 
 
@@ -104,6 +105,13 @@ def cmd_export(argv: list[str]) -> None:
     from revgan.infer.export import main as export_main
 
     export_main(argv)
+
+
+def cmd_import(argv: list[str]) -> None:
+    from revgan.cli.options import parse_command
+    from revgan.interop.importer import ImportOptions, import_command
+
+    import_command(parse_command(ImportOptions, argv, "revgan import", COMMANDS["import"]))
 
 
 @exits_cleanly

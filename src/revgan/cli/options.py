@@ -51,6 +51,8 @@ def _add(group, f: dataclasses.Field, shown_default) -> None:
         kw["type"] = _ints
     elif kind == "pair":
         kw.update(type=float, nargs=2, metavar=("LOW", "HIGH"))
+    elif kind == "many":
+        kw.update(nargs="+", metavar="FILE")
     elif kind == "optional_const":
         kw.update(nargs="?", const="inductor", metavar="BACKEND")
     elif base in ("int", "float"):

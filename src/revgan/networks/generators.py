@@ -126,13 +126,18 @@ class UnetSkipBlock(nn.Module):
 
     def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
                  submodule: nn.Module | None = None, outermost: bool = False,
-                 norm: str = "instance", use_dropout: bool = False, dims: int = 2):
+                 norm: str = "instance", use_dropout: bool = False, dims: int = 2,
+                 uncancelled_bias: bool = False):
         super().__init__()
         self.outermost = outermost
         innermost = submodule is None
         norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
         input_nc = outer_nc if input_nc is None else input_nc
-        down = layers.conv(dims, input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=bias)
+        # No norm follows the outermost and innermost down convs, so a bias there is a real
+        # parameter; pix2pix has one with instance norm (uncancelled_bias), revgan by default not.
+        down_bias = bias or (uncancelled_bias and (outermost or innermost))
+        down = layers.conv(dims, input_nc, inner_nc, kernel_size=4, stride=2, padding=1,
+                           bias=down_bias)
         up_in = inner_nc if innermost else inner_nc * 2
         if outermost:
             up = layers.conv_transpose(dims, up_in, outer_nc, kernel_size=4, stride=2, padding=1)
@@ -166,7 +171,8 @@ class UnetGenerator(nn.Module):
     """
 
     def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int = 64,
-                 norm: str = "instance", use_dropout: bool = False, dims: int = 2):
+                 norm: str = "instance", use_dropout: bool = False, dims: int = 2,
+                 uncancelled_bias: bool = False):
         super().__init__()
         if num_downs < 2:
             raise UserError(f"a U-Net needs at least 2 levels, got {num_downs}")
@@ -180,9 +186,11 @@ class UnetGenerator(nn.Module):
         for i in reversed(range(1, num_downs)):
             dropout = use_dropout and 4 <= i <= num_downs - 2
             block = UnetSkipBlock(width(i - 1), width(i), submodule=block, norm=norm,
-                                  use_dropout=dropout, dims=dims)
+                                  use_dropout=dropout, dims=dims,
+                                  uncancelled_bias=uncancelled_bias)
         self.model = UnetSkipBlock(output_nc, ngf, input_nc=input_nc, submodule=block,
-                                   outermost=True, norm=norm, dims=dims)
+                                   outermost=True, norm=norm, dims=dims,
+                                   uncancelled_bias=uncancelled_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
@@ -212,8 +220,12 @@ def unet_num_downs(name: str, dims: int) -> int | None:
 
 def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
              use_dropout: bool = False, dims: int = 2, init_type: str = "normal",
-             init_gain: float = 0.02, n_downsampling: int = 2) -> nn.Module:
-    """Build and initialise a baseline generator by name (see ``G_PATTERNS``)."""
+             init_gain: float = 0.02, n_downsampling: int = 2,
+             uncancelled_bias: bool = False) -> nn.Module:
+    """Build and initialise a baseline generator by name (see ``G_PATTERNS``).
+
+    ``uncancelled_bias``: U-Nets get a bias on the two down convolutions no norm follows,
+    as pix2pix's U-Net has with instance norm (imported checkpoints need it)."""
     layers.norm_layer(dims, norm)  # validates dims and norm early, with a clear message
     n_blocks = parse_resnet_blocks(netG)
     if n_blocks is not None:
@@ -223,5 +235,6 @@ def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str 
         downs = unet_num_downs(netG, dims)
         if downs is None:
             raise UserError(f"unknown generator '{netG}'; valid: {G_PATTERNS}")
-        net = UnetGenerator(input_nc, output_nc, downs, ngf, norm, use_dropout, dims)
+        net = UnetGenerator(input_nc, output_nc, downs, ngf, norm, use_dropout, dims,
+                            uncancelled_bias)
     return init_weights(net, init_type, init_gain)

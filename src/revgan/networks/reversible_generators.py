@@ -136,7 +136,7 @@ class RevGenerator(nn.Module):
     def __init__(self, input_nc_A: int, input_nc_B: int, ngf: int = 64, n_blocks: int = 9,
                  n_downsampling: int = 2, norm: str = "instance", coupling: str = "additive",
                  dims: int = 2, memory_saving: bool = True, use_dropout: bool = False,
-                 style: str = "resnet", zero_init: bool = True):
+                 style: str = "resnet", zero_init: bool = True, fixed_point: bool = True):
         super().__init__()
         _check_choice(coupling, COUPLINGS, "coupling")
         _check_choice(style, STYLES, "generator style")
@@ -155,7 +155,8 @@ class RevGenerator(nn.Module):
         out = half * _out_mult(coupling)
         blocks = [_coupling(coupling,
                             fg(half, out, norm, dims, use_dropout, zero_init),
-                            fg(half, out, norm, dims, use_dropout, zero_init))
+                            fg(half, out, norm, dims, use_dropout, zero_init),
+                            fixed_point=fixed_point)
                   for _ in range(n_blocks)]
         self.core = ReversibleSequence(blocks, memory_saving=memory_saving)
 
@@ -323,8 +324,12 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
                  norm: str = "instance", dims: int = 2, n_downsampling: int | None = None,
                  coupling: str = "additive", memory_saving: bool = True,
                  fully_reversible: bool = False, init_type: str = "normal",
-                 init_gain: float = 0.02, use_dropout: bool = False) -> nn.Module:
+                 init_gain: float = 0.02, use_dropout: bool = False,
+                 fixed_point: bool = True) -> nn.Module:
     """Build and initialise a reversible generator pair by name (see ``REV_G_PATTERNS``).
+
+    ``fixed_point=False``: the RevGAN core's additive couplings sum in plain float, as the
+    2019 reference did (imported checkpoints); default: on the exact 2**-16 grid.
 
     ``n_downsampling=None`` picks the style's reference value: 2 for the resnet style, 1 for
     the edsr style (``edsrF_<N>``, and ``resnet_<N>blocks`` in 3D).
@@ -338,5 +343,6 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
             memory_saving, norm=norm, use_dropout=use_dropout)
     else:
         net = RevGenerator(input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, norm,
-                           coupling, dims, memory_saving, use_dropout, style)
+                           coupling, dims, memory_saving, use_dropout, style,
+                           fixed_point=fixed_point)
     return init_weights(net, init_type, init_gain)
