@@ -92,6 +92,9 @@ class ModelOptions:
     n_downsampling: int | None = option(None, "stride-2 layers in the generator's encoder "
                                               "(default: 2; 1 for edsrF)", architecture=True)
     use_naive: bool = option(False, "plain autograd in the reversible core (no memory saving)")
+    keep_blocks: int = option(0, "reversible core: the last N blocks run keep their "
+                              "activations (faster, more memory); 0 rebuilds all, the core "
+                              "depth is plain autograd; gradients are the same")
     fully_reversible: bool = option(False, "invertible encoders/decoders too (whole generator "
                                            "memory-flat)", architecture=True)
     uncancelled_bias: bool = option(False, "U-Net: a bias on the two down convolutions no norm "
@@ -181,6 +184,10 @@ class TrainOptions:
     lambda_L1: float = option(100.0, "L1 weight of the paired objective", only="train")
     lambda_gp: float = option(10.0, "WGAN-GP penalty weight", only="train")
     D_rollout: int = option(1, "D steps per G step", only="train")
+    grouped_backward: str = option("auto", "backpropagate each independent group of "
+                                   "generator loss terms as soon as it is formed (lower peak "
+                                   "memory, same gradients); auto: on for RevGAN models",
+                                   choices=("auto", "on", "off"), only="train")
     max_nonfinite: int = option(10, "stop after this many non-finite steps in a row",
                                 only="train")
 
@@ -294,7 +301,7 @@ class RunConfig(TestOptions, LoggingOptions, TrainOptions, PrecisionOptions, Vol
             if getattr(self, key) < 1:
                 raise UserError(f"--{key} must be at least 1, got {getattr(self, key)}")
         for key in ("num_threads", "n_downsampling", "epoch_count", "pool_size", "n_epochs",
-                    "n_epochs_decay", "val_freq"):
+                    "n_epochs_decay", "val_freq", "keep_blocks"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise UserError(f"--{key} must not be negative, got {getattr(self, key)}")
         if self.isTrain:

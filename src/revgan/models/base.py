@@ -53,7 +53,7 @@ def build_generator(opt: RunConfig, kind: str) -> nn.Module:
         return define_rev_G(opt.netG, opt.input_nc, opt.output_nc, opt.ngf, opt.norm, opt.dims,
                             opt.n_downsampling, opt.coupling, not opt.use_naive,
                             opt.fully_reversible, opt.init_type, opt.init_gain, dropout,
-                            fixed_point=not opt.float_couplings)
+                            fixed_point=not opt.float_couplings, keep_blocks=opt.keep_blocks)
     down = 2 if opt.n_downsampling is None else opt.n_downsampling
     make = lambda i, o: define_G(opt.netG, i, o, opt.ngf, opt.norm, dropout,  # noqa: E731
                                  opt.dims, opt.init_type, opt.init_gain, down,
@@ -77,6 +77,12 @@ def compilable_parts(nets: dict[str, nn.Module]) -> list[nn.Module]:
             if isinstance(getattr(net, name, None), nn.Module):
                 parts.append(getattr(net, name))
     return parts
+
+
+def uses_grouped_backward(opt: RunConfig, kind: str) -> bool:
+    """``--grouped_backward``: auto means on for the reversible generators (``kind`` 'rev')
+    and off for the baselines, whose upstream-style step stays the reference."""
+    return {"on": True, "off": False}.get(opt.grouped_backward, kind == "rev")
 
 
 def build_discriminator(opt: RunConfig, input_nc: int) -> nn.Module:

@@ -12,7 +12,12 @@ import argparse
 import torch
 from torch import nn
 
-from revgan.models.base import BaseModel, build_discriminator, build_generator
+from revgan.models.base import (
+    BaseModel,
+    build_discriminator,
+    build_generator,
+    uses_grouped_backward,
+)
 from revgan.models.losses import GANLoss, gradient_penalty
 
 
@@ -21,7 +26,7 @@ class PairedModel(BaseModel):
                  bidirectional: bool):
         super().__init__(opt, device)
         self.bidirectional = bidirectional
-        self.grouped_backward = generator == "rev"
+        self.grouped_backward = uses_grouped_backward(opt, generator)
         self.nets["G"] = build_generator(opt, generator)
         self.loss_names = ["G_GAN_B", "G_L1_B", "D_B"]
         self.visual_names = ["real_A", "fake_B", "real_B"]

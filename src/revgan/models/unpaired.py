@@ -12,7 +12,12 @@ import torch
 from torch import nn
 
 from revgan.errors import UserError
-from revgan.models.base import BaseModel, build_discriminator, build_generator
+from revgan.models.base import (
+    BaseModel,
+    build_discriminator,
+    build_generator,
+    uses_grouped_backward,
+)
 from revgan.models.losses import GANLoss, gradient_penalty
 from revgan.models.pool import ImagePool
 
@@ -22,7 +27,7 @@ class UnpairedModel(BaseModel):
 
     def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
         super().__init__(opt, device)
-        self.grouped_backward = generator == "rev"
+        self.grouped_backward = uses_grouped_backward(opt, generator)
         self.nets["G"] = build_generator(opt, generator)
         self.visual_names = ["real_A", "fake_B", "rec_A", "real_B", "fake_A", "rec_B"]
         if self.is_train:

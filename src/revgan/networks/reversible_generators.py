@@ -136,7 +136,8 @@ class RevGenerator(nn.Module):
     def __init__(self, input_nc_A: int, input_nc_B: int, ngf: int = 64, n_blocks: int = 9,
                  n_downsampling: int = 2, norm: str = "instance", coupling: str = "additive",
                  dims: int = 2, memory_saving: bool = True, use_dropout: bool = False,
-                 style: str = "resnet", zero_init: bool = True, fixed_point: bool = True):
+                 style: str = "resnet", zero_init: bool = True, fixed_point: bool = True,
+                 keep_blocks: int = 0):
         super().__init__()
         _check_choice(coupling, COUPLINGS, "coupling")
         _check_choice(style, STYLES, "generator style")
@@ -158,7 +159,8 @@ class RevGenerator(nn.Module):
                             fg(half, out, norm, dims, use_dropout, zero_init),
                             fixed_point=fixed_point)
                   for _ in range(n_blocks)]
-        self.core = ReversibleSequence(blocks, memory_saving=memory_saving)
+        self.core = ReversibleSequence(blocks, memory_saving=memory_saving,
+                                       keep_blocks=keep_blocks)
 
     @property
     def memory_saving(self) -> bool:
@@ -167,6 +169,15 @@ class RevGenerator(nn.Module):
     @memory_saving.setter
     def memory_saving(self, value: bool) -> None:
         self.core.memory_saving = value
+
+    @property
+    def keep_blocks(self) -> int:
+        """How many of the last blocks run keep their activations (the time/memory dial)."""
+        return self.core.keep_blocks
+
+    @keep_blocks.setter
+    def keep_blocks(self, value: int) -> None:
+        self.core.keep_blocks = value
 
     def encode(self, x: Tensor, domain: str) -> Tensor:
         """Map an image of ``domain`` ('A' or 'B') to core features."""
@@ -230,7 +241,7 @@ class FullyReversibleGenerator(nn.Module):
                  n_downsampling: int = 2, coupling: str = "additive", dims: int = 2,
                  memory_saving: bool = True, norm: str = "instance", use_dropout: bool = False,
                  n_enc_blocks: int = 2, zero_init: bool = True, bounded_output: bool = False,
-                 mixing: str = "1x1conv"):
+                 mixing: str = "1x1conv", keep_blocks: int = 0):
         super().__init__()
         _check_choice(coupling, COUPLINGS, "coupling")
         _check_choice(mixing, MIXINGS, "channel mixing")
@@ -275,7 +286,8 @@ class FullyReversibleGenerator(nn.Module):
         self.n_encoder_blocks = len(enc_A)
         # One stack for the whole generator; the B encoder enters it inverted and reversed.
         self.chain = ReversibleSequence(
-            [*enc_A, *core, *(Inverted(b) for b in reversed(enc_B))], memory_saving=memory_saving)
+            [*enc_A, *core, *(Inverted(b) for b in reversed(enc_B))], memory_saving=memory_saving,
+            keep_blocks=keep_blocks)
 
     @property
     def memory_saving(self) -> bool:
@@ -284,6 +296,15 @@ class FullyReversibleGenerator(nn.Module):
     @memory_saving.setter
     def memory_saving(self, value: bool) -> None:
         self.chain.memory_saving = value
+
+    @property
+    def keep_blocks(self) -> int:
+        """How many of the last blocks run keep their activations (the time/memory dial)."""
+        return self.chain.keep_blocks
+
+    @keep_blocks.setter
+    def keep_blocks(self, value: int) -> None:
+        self.chain.keep_blocks = value
 
     def _lift(self, x: Tensor) -> Tensor:
         missing = self.channels - x.shape[1]
@@ -325,14 +346,15 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
                  coupling: str = "additive", memory_saving: bool = True,
                  fully_reversible: bool = False, init_type: str = "normal",
                  init_gain: float = 0.02, use_dropout: bool = False,
-                 fixed_point: bool = True) -> nn.Module:
+                 fixed_point: bool = True, keep_blocks: int = 0) -> nn.Module:
     """Build and initialise a reversible generator pair by name (see ``REV_G_PATTERNS``).
 
     ``fixed_point=False``: the RevGAN core's additive couplings sum in plain float, as the
     2019 reference did (imported checkpoints); default: on the exact 2**-16 grid.
 
     ``n_downsampling=None`` picks the style's reference value: 2 for the resnet style, 1 for
-    the edsr style (``edsrF_<N>``, and ``resnet_<N>blocks`` in 3D).
+    the edsr style (``edsrF_<N>``, and ``resnet_<N>blocks`` in 3D). ``keep_blocks``: see
+    :class:`~revgan.engine.reversible.ReversibleSequence`.
     """
     style, n_blocks = parse_rev_name(netG, dims)
     if n_downsampling is None:
@@ -340,9 +362,9 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
     if fully_reversible:
         net: nn.Module = FullyReversibleGenerator(
             input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, coupling, dims,
-            memory_saving, norm=norm, use_dropout=use_dropout)
+            memory_saving, norm=norm, use_dropout=use_dropout, keep_blocks=keep_blocks)
     else:
         net = RevGenerator(input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, norm,
                            coupling, dims, memory_saving, use_dropout, style,
-                           fixed_point=fixed_point)
+                           fixed_point=fixed_point, keep_blocks=keep_blocks)
     return init_weights(net, init_type, init_gain)
