@@ -17,6 +17,7 @@ import torch
 from helpers import cli_error, run_cli
 from torch import nn
 
+import revgan
 from revgan.infer.load import load_generator
 from revgan.interop.importer import import_checkpoints
 
@@ -240,6 +241,9 @@ def test_cyclegan_pair_both_directions(tmp_path):
     with torch.no_grad():
         assert max_diff(G(a, "AtoB"), G_A(a)) <= TOLERANCE
         assert max_diff(G(b, "BtoA"), G_B(b)) <= TOLERANCE
+        translator = revgan.load(result.run_dir)  # the Python API reads imported runs alike
+        assert translator.directions == ("AtoB", "BtoA")
+        assert max_diff(translator.translate(b[0], direction="BtoA"), G_B(b)[0]) <= TOLERANCE
 
 
 def test_revgan2019_checkpoint_both_directions(tmp_path):
