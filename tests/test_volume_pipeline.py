@@ -10,8 +10,11 @@ import pytest
 import torch
 from helpers import cli_error, run_cli
 
+from revgan.config import RunConfig
 from revgan.demo.volumes import make_demo_volumes
 from revgan.infer import translate as translate_module
+from revgan.infer.load import load_generator
+from revgan.infer.volume_units import write_visual_volume
 
 AFFINE = np.array([[0.0, -1.2, 0.0, 40.0],
                    [1.5, 0.0, 0.0, -22.0],
@@ -85,9 +88,8 @@ def test_identity_translation_has_no_seams(tmp_path, monkeypatch):
     src, out = tmp_path / "x.nii.gz", tmp_path / "y.nii.gz"
     nib.save(nib.Nifti1Image(volume, AFFINE), src)
     options = json.loads(json.dumps({"dims": 3, "patch_size": [16, 16, 16], "direction": "AtoB",
-                                     "norm_A": "minmax", "norm_B": "minmax", "window_A": None,
-                                     "window_B": None, "input_nc": 1, "output_nc": 1}))
-    opt = type("Opt", (), options)()
+                                     "intensity": "minmax", "input_nc": 1, "output_nc": 1}))
+    opt = RunConfig.from_dict(options)
     monkeypatch.setattr(translate_module, "load_generator", lambda *a, **k: (Identity(), opt))
     run_cli("translate", "--model_dir", tmp_path, "--input", src, "--output", out,
             "--no_progress", "--gpu_ids", "-1", "--overlap", "0.3")
@@ -146,3 +148,67 @@ def test_two_channel_volumes(tmp_path):
             "--checkpoints_dir", ck, "--results_dir", res, "--no_progress", "--gpu_ids", "-1")
     fake = next((res / "mc" / "test_latest" / "images" / "fake_B").glob("*.nii.gz"))
     assert nib.load(fake).shape == (16, 18, 20, 2)  # NIfTI keeps channels last
+
+
+@pytest.fixture(scope="module")
+def two_unit_run(tmp_path_factory):
+    """A tiny unpaired 3D run whose folders have different units: A windowed to
+    [-1000, 2000] (CT-like), B min-max (values in [0, 1])."""
+    root = tmp_path_factory.mktemp("units")
+    rng = np.random.default_rng(5)
+    for split, count in (("train", 2), ("test", 1)):
+        for side in "AB":
+            (root / f"{split}{side}").mkdir()
+        for i in range(count):
+            b = rng.random((16, 16, 16)).astype(np.float32)
+            for side, vol in (("A", b * 2500 - 900), ("B", b)):
+                nib.save(nib.Nifti1Image(vol, AFFINE), root / f"{split}{side}" / f"v{i}.nii.gz")
+    ck = root / "ck"
+    run_cli("train", "--dataroot", root, "--name", "units", "--checkpoints_dir", ck,
+            "--model", "unpaired_revgan3d", "--netG", "edsrF_2", *TINY_3D, "--no_dropout",
+            "--intensity", "window", "--window", "-1000", "2000", "--intensity_B", "minmax",
+            "--n_epochs", "1", "--n_epochs_decay", "0")
+    return root, ck
+
+
+def test_btoa_test_model_writes_fake_a_in_a_units(two_unit_run, tmp_path):
+    """``--model test --direction BtoA``: fake_A is mapped back with folder A's window,
+    real_B with folder B's min-max (the training direction decides, not the test's)."""
+    root, ck = two_unit_run
+    res = tmp_path / "res"
+    run_cli("test", "--dataroot", root, "--name", "units", "--model", "test", "--direction",
+            "BtoA", "--checkpoints_dir", ck, "--results_dir", res, "--no_progress",
+            "--gpu_ids", "-1")
+    images = res / "units" / "test_latest" / "images"
+    written_fake = nib.load(images / "fake_A" / "v0.nii.gz").get_fdata()
+    written_real = nib.load(images / "real_B" / "v0.nii.gz").get_fdata()
+    source = nib.load(root / "testB" / "v0.nii.gz").get_fdata().astype(np.float32)
+    np.testing.assert_allclose(written_real, source, atol=1e-5)
+
+    G, _ = load_generator(ck / "units")
+    x = (source - source.min()) / (source.max() - source.min()) * 2 - 1
+    with torch.no_grad():
+        y = G(torch.from_numpy(x)[None, None], "BtoA").clamp(-1, 1)[0, 0].numpy()
+    expected = (y + 1) * 1500 - 1000  # folder A's window [-1000, 2000]
+    np.testing.assert_allclose(written_fake, expected, atol=0.05)
+    assert written_fake.max() - written_fake.min() > 10  # not a min-max in [0, 1]
+
+
+def test_identity_visuals_take_the_units_of_their_input(tmp_path):
+    """``idt_A = G_AB(real_B)`` is a domain-B image: B's units, fitted on real_B's file."""
+    root = tmp_path / "d"
+    for side, vol in (("A", np.linspace(100, 300, 64)), ("B", np.linspace(2, 6, 64))):
+        (root / side).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(np.reshape(vol, (4, 4, 4)).astype(np.float32), AFFINE),
+                 root / side / "v.nii.gz")
+    opt = RunConfig(direction="AtoB", intensity="window", window=(-1000, 2000),
+                    intensity_B="minmax", dims=3)
+    data = {"A_paths": [str(root / "A" / "v.nii.gz")], "B_paths": [str(root / "B" / "v.nii.gz")]}
+    item = torch.zeros(1, 4, 4, 4)  # the middle of [-1, 1]
+    # B is min-max fitted on the visual's input: real_B (2..6) for idt_A, real_A (100..300)
+    # for fake_B; A is the fixed window (middle 500)
+    for label, middle in (("idt_A", 4.0), ("idt_B", 500.0), ("fake_B", 200.0),
+                          ("rec_A", 500.0), ("real_B", 4.0)):
+        out = write_visual_volume(tmp_path / f"{label}.nii.gz", item, label, data, opt,
+                                  "AtoB")
+        np.testing.assert_allclose(nib.load(out).get_fdata(), middle, atol=1e-4, err_msg=label)
