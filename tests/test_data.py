@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from revgan.config import RunConfig
 from revgan.data import (
     AlignedDataset,
     SingleDataset,
@@ -26,13 +26,13 @@ from revgan.data import (
 from revgan.errors import UserError
 
 
-def make_opt(root, **kw) -> Namespace:
+def make_opt(root, **kw) -> RunConfig:
     base = dict(dataroot=str(root), phase="train", dataset_mode="aligned", direction="AtoB",
                 preprocess="resize_and_crop", load_size=20, crop_size=16, no_flip=False,
                 max_dataset_size=math.inf, input_nc=3, output_nc=3, serial_batches=False,
                 isTrain=True, dims=2)
     base.update(kw)
-    return Namespace(**base)
+    return RunConfig(**base)
 
 
 def fine_ramp(h=8, w=40) -> np.ndarray:
@@ -262,3 +262,152 @@ def test_unknown_mode_and_missing_root(tmp_path):
         create_dataset(make_opt(tmp_path, dataset_mode="paired"))
     with pytest.raises(UserError, match="dataroot"):
         create_dataset(make_opt(tmp_path / "nowhere"))
+
+
+# --- odd but valid files: the result a user expects (issue #13) ----------------------------
+
+
+def upright_scene(h=32, w=64) -> np.ndarray:
+    """A gray image with a white block in its top-left corner: turns and flips show."""
+    image = np.full((h, w, 3), 60, np.uint8)
+    image[: h // 2, : w // 4] = 255
+    return image
+
+
+@pytest.mark.parametrize("orientation,stored_from_upright", [
+    (6, lambda u: np.rot90(u, 1)),   # camera held upright-right: viewers turn 90° clockwise
+    (3, lambda u: np.rot90(u, 2)),   # upside down
+    (8, lambda u: np.rot90(u, -1)),  # turned the other way
+    (2, lambda u: u[:, ::-1]),       # mirrored
+])
+def test_exif_rotated_jpeg_is_read_upright(tmp_path, orientation, stored_from_upright):
+    from revgan.data.images import image_size
+
+    upright = upright_scene()
+    stored = Image.fromarray(np.ascontiguousarray(stored_from_upright(upright)))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    stored.save(path, exif=exif, quality=95)
+    x, meta = read_image(path, 3)
+    assert x.shape == (3, 32, 64) and meta.size == (64, 32)
+    assert image_size(path) == (32, 64)
+    pixels = (x.transpose(1, 2, 0) + 1) * 127.5
+    assert np.abs(pixels - upright).mean() < 3  # JPEG noise only: the block is top-left
+
+
+def test_palette_la_and_cmyk_images_are_converted(tmp_path):
+    rgb = upright_scene(8, 12)
+    rgb[4:, 6:] = (200, 30, 90)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(
+        tmp_path / "palette.png")
+    x, meta = read_image(tmp_path / "palette.png", 3)
+    assert meta.mode == "P" and meta.bit_depth == 8
+    np.testing.assert_allclose((x.transpose(1, 2, 0) + 1) * 127.5, rgb, atol=1e-3)
+
+    gray = np.arange(96, dtype=np.uint8).reshape(8, 12) * 2
+    la = np.dstack([gray, np.full_like(gray, 7)])  # nearly transparent: alpha is dropped
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    x, meta = read_image(tmp_path / "la.png", 1)
+    assert meta.channels == 2 and x.shape == (1, 8, 12)
+    np.testing.assert_allclose((x[0] + 1) * 127.5, gray, atol=1e-3)
+
+    red = Image.new("CMYK", (12, 8), (0, 255, 255, 0))  # cyan/magenta/yellow/black
+    for suffix in (".jpg", ".tif"):
+        red.save(tmp_path / f"cmyk{suffix}")
+        x, meta = read_image(tmp_path / f"cmyk{suffix}", 3)
+        assert x.shape == (3, 8, 12)
+        np.testing.assert_allclose(x.mean(axis=(1, 2)), [1, -1, -1], atol=0.05)
+
+
+def test_16bit_gray_tiff_keeps_its_depth_through_translation(tmp_path):
+    from revgan.infer.windows import translate_path
+
+    raw = fine_ramp(24, 40)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "scan.tif", raw)
+    written = translate_path(lambda t: t, tmp_path / "in", tmp_path / "out", dims=2,
+                             window_size=16, input_nc=1)
+    back = tifffile.imread(written[0])
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, raw)  # 1/65535 steps survive
+
+
+def write_sized(folder, sizes) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("preprocess,load,crop,expected", [
+    ("resize_and_crop", 20, 16, (3, 16, 16)),
+    ("scale_width_and_crop", 24, 16, (3, 16, 16)),
+    ("crop", 24, 16, (3, 16, 16)),
+])
+def test_images_of_different_sizes_in_one_folder_batch_after_preprocessing(
+        tmp_path, preprocess, load, crop, expected):
+    sizes = [(18, 18), (40, 30), (24, 52), (17, 33)]
+    for side in "AB":
+        write_sized(tmp_path / f"train{side}", sizes)
+    opt = make_opt(tmp_path, dataset_mode="unaligned", preprocess=preprocess, load_size=load,
+                   crop_size=crop, batch_size=4, serial_batches=True)
+    batch = next(iter(torch.utils.data.DataLoader(create_dataset(opt), batch_size=4)))
+    assert batch["A"].shape == (4, *expected) and batch["B"].shape == (4, *expected)
+
+
+@pytest.mark.parametrize("preprocess", ["none", "scale_width"])
+def test_sizes_that_cannot_share_a_batch_are_refused_before_training(tmp_path, preprocess):
+    write_sized(tmp_path / "trainA", [(32, 32), (32, 32)])
+    write_sized(tmp_path / "trainB", [(32, 32), (40, 24)])
+    opt = make_opt(tmp_path, dataset_mode="unaligned", preprocess=preprocess, load_size=32,
+                   crop_size=16, batch_size=2)
+    with pytest.raises(UserError, match=r"--batch_size 2 .*/1\.png at .*--batch_size 1"):
+        create_dataset(opt)
+    opt.batch_size = 1  # one image per step: any size trains
+    assert create_dataset(opt)[1]["B"].shape[0] == 3
+    write_sized(tmp_path / "train", [(32, 64), (32, 48)])  # aligned: A|B halves
+    with pytest.raises(UserError, match="--preprocess none leaves"):
+        create_dataset(make_opt(tmp_path, preprocess="none", batch_size=2))
+
+
+# --- dataset folders that would silently lose files (issue #13) ----------------------------
+
+
+def test_linked_folders_are_followed_and_loops_refused(tmp_path):
+    import os
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    write_sized(data, [(8, 8)])
+    write_sized(elsewhere / "more", [(8, 8), (8, 8)])
+    os.symlink(elsewhere / "more", data / "linked")
+    assert [str(p.relative_to(data)) for p in list_images(data)] == [
+        "0.png", "linked/0.png", "linked/1.png"]
+    (data / "deeper").mkdir()
+    os.symlink("..", data / "deeper" / "up")
+    with pytest.raises(UserError, match=r"symbolic link loop: .*deeper/up"):
+        list_images(data)
+    os.unlink(data / "deeper" / "up")
+    os.symlink("self.png", data / "self.png")
+    with pytest.raises(UserError, match=r"self\.png.*symbolic links"):
+        list_images(data)
+    os.unlink(data / "self.png")
+    os.symlink(tmp_path / "gone.png", data / "dangling.png")
+    with pytest.raises(UserError, match=r"dangling\.png is a broken symbolic link"):
+        list_images(data)
+
+
+def test_names_that_are_not_utf8_are_refused_with_a_printable_line(tmp_path):
+    import os
+
+    write_sized(tmp_path / "ok", [(8, 8)])
+    folder = os.fsencode(tmp_path / "ok")
+    with open(os.path.join(folder, b"notes\xe9.txt"), "w") as handle:
+        handle.write("not an image: its name does not matter")
+    assert len(list_images(tmp_path / "ok")) == 1
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(os.path.join(folder, b"caf\xe9.png"))
+    with pytest.raises(UserError) as info:
+        list_images(tmp_path / "ok")
+    message = str(info.value)
+    assert "caf\\xe9.png" in message and "not valid UTF-8" in message
+    message.encode("utf-8")  # printable and writable as it stands

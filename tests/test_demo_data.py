@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from argparse import Namespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from revgan.config import RunConfig
 from revgan.data import create_dataset
 from revgan.demo.scenes import PALETTE, label_map_to_classes, main, make_demo_dataset, make_scene
 from revgan.errors import UserError
@@ -49,7 +49,7 @@ def test_layout_and_counts(tmp_path):
     assert not np.array_equal(train_ab[:, 32:], pixels(root / "unpaired/trainB/0000.png"))
 
     # The datasets read it as they should.
-    opt = Namespace(dataroot=str(root / "unpaired"), phase="train", dataset_mode="unaligned",
+    opt = RunConfig(dataroot=str(root / "unpaired"), phase="train", dataset_mode="unaligned",
                     preprocess="none", isTrain=True, max_dataset_size=math.inf)
     item = create_dataset(opt)[0]
     assert item["A"].shape == (3, 32, 32) and item["B"].shape == (3, 32, 32)

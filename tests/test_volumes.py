@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from argparse import Namespace
 from pathlib import Path
 
 import nibabel as nib
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from revgan.config import RunConfig
 from revgan.data.intensity import NORM_KINDS, make_normalizer, normalizer_from_dict, output_stats
 from revgan.data.volume_datasets import create_volume_dataset
 from revgan.data.volumes import list_volumes, read_volume, volume_stem, write_volume
@@ -138,6 +138,98 @@ def test_bad_volumes_raise_one_line_user_errors_naming_the_file(tmp_path, case):
     assert path.name in message and "\n" not in message
 
 
+def test_zero_length_axis_and_wrong_rank_are_refused_from_the_header(tmp_path):
+    cases = {
+        "zero.nii.gz": (lambda p: _save_nifti(p, np.zeros((4, 0, 4), np.float32)),
+                        r"zero-length dimension \(shape \(4, 0, 4\)\)"),
+        "zero.npy": (lambda p: np.save(p, np.zeros((0, 4, 4), np.float32)),
+                     r"zero-length dimension \(shape \(0, 4, 4\)\)"),
+        "five.nii.gz": (lambda p: _save_nifti(p, np.zeros((4, 4, 4, 2, 2), np.float32)),
+                        "got 5D data"),
+        "five.npz": (lambda p: np.savez(p, volume=np.zeros((2, 2, 4, 4, 4), np.float32)),
+                     "got 5D data"),
+    }
+    for name, (make, needle) in cases.items():
+        make(tmp_path / name)
+        with pytest.raises(UserError, match=needle):
+            read_volume(tmp_path / name)
+    # NIfTI's vector layout (x, y, z, 1, c) is a 3D volume with channels, not 5D data
+    _save_nifti(tmp_path / "vector.nii.gz", np.ones((4, 5, 6, 1, 2), np.float32))
+    assert read_volume(tmp_path / "vector.nii.gz")[0].shape == (2, 4, 5, 6)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".npy", ".npz"])
+def test_a_volume_larger_than_the_limit_is_refused_before_allocating(tmp_path, monkeypatch,
+                                                                      suffix):
+    import tracemalloc
+
+    volume = np.zeros((64, 64, 64), np.float32)  # 1 MiB as float32
+    path = tmp_path / f"v{suffix}"
+    if suffix == ".npy":
+        np.save(path, volume)
+    elif suffix == ".npz":
+        np.savez(path, volume=volume)
+    else:
+        _save_nifti(path, volume)
+    monkeypatch.setenv("REVGAN_MAX_VOLUME_BYTES", str(2**20 - 1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"header claims a volume of shape \(64, 64, 64\)"):
+            read_volume(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**18  # the voxels were never read (1 MiB), only the header
+    monkeypatch.setenv("REVGAN_MAX_VOLUME_BYTES", str(2**20))
+    assert read_volume(path)[0].shape == (1, 64, 64, 64)
+
+
+def test_a_header_claiming_an_impossible_volume_is_refused_on_any_machine(tmp_path):
+    """A few bytes of data behind a header that claims 30000³ voxels (108 TB as float32)."""
+    small = _save_nifti(tmp_path / "small.nii", np.zeros((4, 4, 4), np.float32))
+    header = nib.load(str(small)).header.copy()
+    header.set_data_shape((30000, 30000, 30000))
+    blob = small.read_bytes()
+    lying = tmp_path / "lying.nii.gz"
+    lying.write_bytes(gzip.compress(header.binaryblock + blob[len(header.binaryblock):]))
+    with pytest.raises(UserError, match=r"lying\.nii\.gz: header claims a volume of shape "
+                                         r"\(30000, 30000, 30000\), 98.2 TiB"):
+        read_volume(lying)
+
+
+def test_volume_folders_follow_links_and_refuse_loops(tmp_path):
+    import os
+
+    _save_nifti(tmp_path / "data" / "a.nii.gz", np.ones((3, 3, 3), np.float32))
+    _save_nifti(tmp_path / "more" / "b.nii.gz", np.ones((3, 3, 3), np.float32))
+    os.symlink(tmp_path / "more", tmp_path / "data" / "linked")
+    assert [p.name for p in list_volumes(tmp_path / "data")] == ["a.nii.gz", "b.nii.gz"]
+    os.symlink(tmp_path / "data", tmp_path / "more" / "back")
+    with pytest.raises(UserError, match="symbolic link loop"):
+        list_volumes(tmp_path / "data")
+
+
+def test_writes_replace_the_file_atomically(tmp_path, monkeypatch):
+    """A write that fails midway leaves the earlier file as it was and no partial file."""
+    import revgan.data.volumes as volumes
+
+    for name in ("v.nii.gz", "v.npy"):
+        target = write_volume(tmp_path / name, np.ones((1, 4, 4, 4), np.float32))
+        before = target.read_bytes()
+
+        def broken(handle, *args, **kwargs):
+            handle.write(b"half a volume")
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(volumes.np, "save", broken)
+        monkeypatch.setattr(volumes.gzip, "GzipFile", lambda fileobj, **kw: broken(fileobj))
+        with pytest.raises(UserError, match="No space left"):
+            write_volume(target, np.zeros((1, 4, 4, 4), np.float32))
+        monkeypatch.undo()
+        assert target.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
 # --- intensity --------------------------------------------------------------------------
 
 
@@ -205,13 +297,13 @@ def test_bad_normaliser_options_are_user_errors(bad):
 # --- datasets ---------------------------------------------------------------------------
 
 
-def _opt(root: Path, **kw) -> Namespace:
-    base = dict(dataroot=str(root), phase="train", dataset_mode="aligned", patch_size=8,
+def _opt(root: Path, **kw) -> RunConfig:
+    base = dict(dataroot=str(root), phase="train", dataset_mode="aligned", patch_size=(8,),
                 samples_per_volume=3, foreground_sampling=False, flip_axes=(0, 1, 2),
-                norm_A="none", norm_B="none", input_nc=1, output_nc=1, isTrain=True,
-                serial_batches=False, direction="AtoB")
+                intensity="none", input_nc=1, output_nc=1, isTrain=True,
+                serial_batches=False, direction="AtoB", dims=3)
     base.update(kw)
-    return Namespace(**base)
+    return RunConfig(**base)
 
 
 def _pair_folder(root: Path, shapes=((10, 12, 9), (7, 6, 5))) -> None:
@@ -261,10 +353,10 @@ def test_foreground_sampling_centres_patches_on_bright_voxels(tmp_path):
     _save_nifti(tmp_path / "trainB" / "v.nii.gz", a)
     torch.manual_seed(1)
     ds = create_volume_dataset(_opt(tmp_path, foreground_sampling=True, samples_per_volume=10,
-                                    flip_axes=(), norm_A="minmax", norm_B="minmax"))
+                                    flip_axes=(), intensity="minmax"))
     assert all((ds[i]["A"] > 0).any() for i in range(len(ds)))
     uniform = create_volume_dataset(_opt(tmp_path, samples_per_volume=10, flip_axes=(),
-                                         norm_A="minmax", norm_B="minmax"))
+                                         intensity="minmax"))
     assert not all((uniform[i]["A"] > 0).any() for i in range(len(uniform)))
 
 
@@ -274,7 +366,7 @@ def test_unpaired_and_single_and_test_phase(tmp_path):
     for i in range(2):
         np.save(tmp_path / "testA" / f"t{i}.npy", np.full((6, 7, 8), i - 0.5, np.float32))
     ds = create_volume_dataset(_opt(tmp_path, dataset_mode="unaligned", serial_batches=True,
-                                    norm_A="minmax", norm_B="zscore"))
+                                    intensity="minmax", intensity_B="zscore"))
     item = ds[4]
     assert item["A"].shape == item["B"].shape == (1, 8, 8, 8)
     assert item["B_paths"].endswith("v1.npy")

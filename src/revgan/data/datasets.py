@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from revgan.config import RunConfig
+from revgan.data.domains import ends, folder_channels
 from revgan.data.files import dataset_root, limit_paths
 from revgan.data.images import image_size, list_images, read_image, to_channels
 from revgan.data.transforms import apply_transform, get_params, resized_size
@@ -35,22 +36,13 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def _direction(opt: RunConfig) -> str:
-    direction = opt.direction
-    if direction not in ("AtoB", "BtoA"):
-        raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
-    return direction
-
-
 def _channels(opt: RunConfig) -> tuple[int, int]:
     """Channels for the files' A and B domains (upstream semantics, see module docstring)."""
     input_nc, output_nc = opt.input_nc, opt.output_nc
     for name, value in (("input_nc", input_nc), ("output_nc", output_nc)):
         if value not in (1, 3):
             raise UserError(f"--{name} must be 1 or 3 for 2D images, got {value}")
-    if _direction(opt) == "BtoA":
-        return output_nc, input_nc
-    return input_nc, output_nc
+    return folder_channels(input_nc, output_nc, opt.direction)
 
 
 def check_batchable(paths: list[Path], opt: RunConfig, halves: bool = False) -> None:
@@ -164,7 +156,7 @@ class SingleDataset(Dataset):
         self.opt = opt
         root = dataset_root(opt)
         phase = opt.phase
-        side = "B" if _direction(opt) == "BtoA" else "A"
+        side = ends(opt.direction)[0]
         candidates = [root / f"{phase}{side}", root / phase, root]
         self.dir = next(c for c in candidates if c.is_dir())
         self.paths = limit_paths(list_images(self.dir), opt)

@@ -25,3 +25,16 @@ def folder_of(model_domain: str, direction: str) -> str:
     if direction not in ("AtoB", "BtoA"):
         raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
     return model_domain if direction == "AtoB" else other(model_domain)
+
+
+def ends(direction: str) -> tuple[str, str]:
+    """(source, target) of a translation in ``direction``: ``("A", "B")`` for AtoB.
+
+    Read with a training direction, these are the data folders holding model domains A and
+    B; read with an inference direction, the model domains translated from and to."""
+    return folder_of("A", direction), folder_of("B", direction)
+
+
+def folder_channels(input_nc: int, output_nc: int, direction: str) -> tuple[int, int]:
+    """Channels of the files in data folders A and B (model domain A has ``input_nc``)."""
+    return (input_nc, output_nc) if ends(direction)[0] == "A" else (output_nc, input_nc)

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from revgan.config import RunConfig
+from revgan.data.domains import ends, folder_channels
 from revgan.data.files import dataset_root, limit_paths  # one rule for 2D and 3D
 from revgan.data.intensity import Normalizer, make_normalizer
 from revgan.data.volumes import list_volumes, read_volume, volume_stem
@@ -70,11 +71,7 @@ def _normalizer(opt: RunConfig, side: str) -> Normalizer:
 
 def _channels(opt: RunConfig) -> tuple[int, int]:
     """Expected channels of the files in folder A and folder B."""
-    input_nc, output_nc = opt.input_nc, opt.output_nc
-    direction = opt.direction
-    if direction not in ("AtoB", "BtoA"):
-        raise UserError(f"--direction must be AtoB or BtoA, got '{direction}'")
-    return (output_nc, input_nc) if direction == "BtoA" else (input_nc, output_nc)
+    return folder_channels(opt.input_nc, opt.output_nc, opt.direction)
 
 
 class _VolumeSource:
@@ -135,7 +132,7 @@ class VolumeDataset(Dataset):
         norm_A, norm_B = _normalizer(opt, "A"), _normalizer(opt, "B")
 
         if self.mode == "single":
-            side = "B" if opt.direction == "BtoA" else "A"
+            side = ends(opt.direction)[0]
             folder = next(c for c in (root / f"{phase}{side}", root / phase, root)
                            if c.is_dir())
             norm = norm_B if side == "B" else norm_A

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from revgan.config import DIRECTIONS, REQUIRED, option, select_device
-from revgan.data.domains import folder_of
+from revgan.data.domains import ends, folder_of
 from revgan.errors import UserError
 from revgan.infer.load import load_generator
 from revgan.infer.volume_units import domain_normalizer
@@ -53,7 +53,7 @@ def translate_files(args: TranslateOptions) -> list[Path]:
     dims = opt.dims
     window = args.window_size or (opt.patch_size if dims == 3 else (opt.crop_size,))
     window = tuple(window) * dims if len(window) == 1 else tuple(window)
-    source, target = ("A", "B") if args.direction == "AtoB" else ("B", "A")
+    source, target = ends(args.direction)
 
     @torch.no_grad()
     def translate(x: torch.Tensor) -> torch.Tensor:

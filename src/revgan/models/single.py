@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from revgan.config import RunConfig
+from revgan.data.domains import ends
 from revgan.models.base import BaseModel, build_generator
 
 
@@ -14,7 +15,7 @@ class SingleDirectionModel(BaseModel):
     def __init__(self, opt: RunConfig, device: torch.device, generator: str):
         super().__init__(opt, device)
         self.nets["G"] = build_generator(opt, generator)
-        source, target = ("A", "B") if opt.direction == "AtoB" else ("B", "A")
+        source, target = ends(opt.direction)
         self.visual_names = [f"real_{source}", f"fake_{target}"]
         self.setup()
 
