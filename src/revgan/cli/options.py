@@ -34,7 +34,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _add(group, f: dataclasses.Field, shown_default) -> None:
     meta = f.metadata
-    names = [f"--{f.name}", *meta["flags"]]
+    names = [f"--{f.name.rstrip('_')}", *meta["flags"]]  # from_ -> --from (a Python keyword)
     required = f.default is dataclasses.MISSING
     text = meta["help"] if required else f"{meta['help']} (default: {shown_default})"
     kw = dict(dest=f.name, default=argparse.SUPPRESS, help=text)

@@ -41,8 +41,7 @@ class ImportOptions:
         "pix2pix *_net_G.pth, RevGAN the five *_net_G_{A,B}_{enc,dec}.pth, *_net_G_core.pth",
         kind="many")
     name: str = option(REQUIRED, "name of the new run: checkpoints/<name>")
-    from_: str = option(REQUIRED, "where the files come from", choices=SOURCES,
-                        flags=("--from",))
+    from_: str = option(REQUIRED, "where the files come from", choices=SOURCES)
     checkpoints_dir: str = option("./checkpoints", "folder of the run folders")
     netG: str | None = option(None, "generator (default: what the weights show), e.g. "
                               "resnet_9blocks, unet_256")
@@ -147,7 +146,7 @@ def import_checkpoints(source: str, checkpoints: list[str | Path], name: str,
         cfg = _config("unpaired_revgan", name, Path(checkpoints_dir), arch, netG, norm,
                       no_dropout, dict(coupling="additive", fully_reversible=False,
                            float_couplings=True))
-        what = f"RevGAN checkpoint ({', '.join(p.name for p in files.values())})"
+        what = "RevGAN " + os.path.commonprefix([p.name for p in files.values()]) + "*.pth"
     else:
         files = _assign_upstream(source, paths)
         states = {prefix: read_state_dict(path) for prefix, path in files.items()}
