@@ -42,8 +42,8 @@ class Translator:
                  device: torch.device | str = "cpu"):
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
-        self._G, self.config = load_generator(self.model_dir, str(epoch), self.device)
-        self.config: RunConfig
+        self._G, config = load_generator(self.model_dir, str(epoch), self.device)
+        self.config: RunConfig = config  # the run's options: t.config.netG, t.config.dims, ...
 
     @property
     def directions(self) -> tuple[str, ...]:
