@@ -7,6 +7,7 @@ Only ``torch.load(weights_only=True)`` is used: a file that would need arbitrary
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -37,11 +38,10 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             warnings.simplefilter("ignore")
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()
-        detail = next((line.strip() for line in reason if "GLOBAL" in line or "global" in line),
-                      reason[0] if reason else "unsafe content")
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        detail = f"it asks for {found.group(1)}" if found else "unsafe content"
         raise UserError(f"refusing to load {path.name}: it holds objects other than tensors "
-                        f"(unpickling it could run code; {detail[:100]})")
+                        f"(unpickling it could run code; {detail})")
     except Exception as exc:  # noqa: BLE001 - arbitrary bytes fail anywhere in the unpickler
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path.name} is not a PyTorch checkpoint ({first[:100]})")
