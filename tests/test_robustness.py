@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers import cli_error, run_cli, tiny_flags, weights
@@ -18,7 +15,7 @@ from helpers import cli_error, run_cli, tiny_flags, weights
 from revgan.demo.scenes import make_demo_dataset
 from revgan.errors import UserError
 from revgan.models.losses import GANLoss
-from revgan.runs import commit as runstate
+from revgan.runs import checkpoints as runstate
 from revgan.runs.checkpoints import load_training_state
 
 
@@ -50,6 +47,12 @@ def test_malicious_pickle_checkpoint_is_refused(data, tmp_path, capsys):
     state = ck / "run" / "latest_train_state.pt"
     with state.open("wb") as handle:
         pickle.dump({"model": _Exploit(marker)}, handle)
+    # the checksums guard against accidents, not attackers: one who can write the state can
+    # rewrite its recorded sha256 too, and the unpickler must still refuse it
+    manifest = ck / "run" / "latest_sha256.json"
+    recorded = json.loads(manifest.read_text())
+    recorded["sha256"][state.name] = hashlib.sha256(state.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(recorded))
     line = cli_error(capsys, *train_args(data, ck, "run", "--continue_train", "--n_epochs", "2",
                                          "--n_epochs_decay", "0"))
     assert "refusing to load" in line
@@ -95,37 +98,7 @@ def test_commit_after_journal_is_rolled_forward(tmp_path, monkeypatch):
     assert torch.equal(fresh["G"].weight, nets["G"].weight)
 
 
-def _counters(path: Path) -> int:
-    try:
-        return load_training_state(path)["counters"]["total_iters"]
-    except Exception:
-        return -1
-
-
-def test_sigkill_then_resume_equals_uninterrupted_run(data, tmp_path):
-    common = ["--n_epochs", "2", "--n_epochs_decay", "2", "--deterministic",
-              "--save_latest_freq", "2", "--pool_size", "3"]
-    # every run in a fresh process with the same settings (thread count included)
-    cli = [sys.executable, "-m", "revgan.cli.main"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    subprocess.run([*cli, *train_args(data, tmp_path, "straight", *common)], check=True,
-                   env=env, capture_output=True)
-    argv = [*cli, *train_args(data, tmp_path, "killed", *common)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    state = tmp_path / "killed" / "latest_train_state.pt"
-    deadline = time.time() + 300
-    while _counters(state) < 8 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert 8 <= _counters(state) < 24
-    subprocess.run([*cli, *train_args(data, tmp_path, "killed", *common, "--continue_train")],
-                   check=True, env=env, capture_output=True)
-    for net in ("G", "D_A", "D_B"):
-        a = weights(tmp_path / "straight" / f"latest_net_{net}.safetensors")
-        b = weights(tmp_path / "killed" / f"latest_net_{net}.safetensors")
-        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), net
+# SIGTERM, SIGKILL, a second writer, a full disk, changed bytes: tests/test_faults.py
 
 
 def test_non_finite_losses_are_skipped_then_stop(data, tmp_path, monkeypatch, capsys):

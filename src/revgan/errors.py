@@ -17,6 +17,15 @@ class UserError(Exception):
     """A mistake the user can fix (bad path, flag, file or size). Printed as one line."""
 
 
+class Interrupted(Exception):
+    """Work stopped on a signal at a safe point (its state saved): one line (none where the
+    message is empty), then exit with ``exit_code`` (128 + the signal number)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def one_line(message: str) -> str:
     """The user-facing line of a message; errors re-raised from data-loader workers carry
     the worker's traceback before it."""
@@ -57,6 +66,10 @@ def exits_cleanly(func: Callable[..., T]) -> Callable[..., T]:
             if os.environ.get("REVGAN_DEBUG"):
                 raise
             fail(describe_os_error(exc))
+        except Interrupted as exc:
+            if str(exc):
+                print(f"revgan: {exc}", file=sys.stderr)
+            raise SystemExit(exc.exit_code) from None
         except KeyboardInterrupt:
             print("revgan: interrupted", file=sys.stderr)
             raise SystemExit(130) from None

@@ -1,16 +1,26 @@
 """The one atomic writer: write under a temporary name in the same folder, fsync, rename.
 
 A reader (a browser, ``revgan test`` while training runs, a crash-restart) sees the old file
-or the new one, never half of one; a failed write leaves no partial file behind.
+or the new one, never half of one; a failed write leaves no partial file behind. A write that
+fails for lack of space (a full disk, a quota, a file-size limit) is one clear error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from revgan.errors import UserError
+
+NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class DiskFullError(UserError):
+    """A write failed for lack of space or over a file-size limit; nothing was replaced."""
 
 
 def fsync_dir(folder: Path) -> None:
@@ -25,21 +35,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temp = Path(name)
+    temp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        temp = Path(name)
         yield temp
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        if exc.errno in NO_SPACE:
+            raise DiskFullError(f"cannot write {path}: {exc.strerror} (disk full, quota or "
+                                "file-size limit); the previous version is kept") from exc
+        raise
     finally:
-        temp.unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 

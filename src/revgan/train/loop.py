@@ -1,11 +1,21 @@
-"""The training loop: data, steps, logging, visuals, validation, checkpoints, exact resume."""
+"""The training loop: data, steps, logging, visuals, validation, checkpoints, exact resume.
+
+A run folder has one writer (:class:`revgan.runs.lock.RunLock`). SIGTERM or SIGINT (what
+SLURM and Kubernetes send before a kill) finishes the current iteration, commits the
+``latest`` checkpoint, prints the command that resumes and exits with 128 + the signal
+number; further signals wait until that commit is done.
+"""
 
 from __future__ import annotations
 
-import argparse
 import math
+import os
 import random
+import shlex
 import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from revgan.config import ARCHITECTURE_KEYS, options_to_dict, save_options, select_device
+from revgan.config import RunConfig, select_device
 from revgan.data import create_dataset
 from revgan.data.datasets import seed_worker
-from revgan.errors import UserError, require_creatable
+from revgan.errors import Interrupted, UserError, require_creatable
 from revgan.models import create_model
 from revgan.models.base import BaseModel
 from revgan.reporting.progress import progress_bar
@@ -28,7 +38,11 @@ from revgan.runs.checkpoints import (
     set_rng_state,
     state_path,
 )
+from revgan.runs.lock import LOCK_NAME, RunLock
+from revgan.runs.run_folder import save_config
 from revgan.train import distributed
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class SeededItems(Dataset):
@@ -98,23 +112,123 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic and torch.cuda.is_available()
 
 
-def model_config(opt: argparse.Namespace) -> dict:
-    """What is stored with the weights: enough to rebuild the networks."""
-    saved = options_to_dict(opt)
-    return {"model": opt.model, **{k: saved.get(k) for k in ARCHITECTURE_KEYS}}
-
-
 def _crossed(total: int, step: int, period: int) -> bool:
     return total // period > (total - step) // period
 
 
+def _worker_init(worker_id: int) -> None:
+    """Loader workers leave SIGINT/SIGTERM to the main process, which stops them itself:
+    a Ctrl-C reaches the whole process group, and a worker dying of it would end the run
+    before its checkpoint."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
+class StopSignals:
+    """Records SIGTERM/SIGINT instead of dying of them; the loop stops at a safe point.
+    (SIGXFSZ needs nothing: Python ignores it, so a write over ``ulimit -f`` fails with EFBIG
+    and is handled as a full disk.)"""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.count = 0
+        self._previous: dict[int, object] = {}
+
+    def _record(self, signum: int, frame) -> None:
+        self.signum = self.signum or signum
+        self.count += 1
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def wait(self, seen: int, timeout: float = 300.0) -> None:
+        """Block until a signal beyond the first ``seen`` arrives (test hooks)."""
+        deadline = time.monotonic() + timeout
+        while self.count <= seen and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+class FaultHooks:
+    """Deterministic fault injection for the robustness tests, read from the environment
+    once, here and nowhere else:
+
+    - ``REVGAN_TEST_KILL_AFTER_COMMITS=N``: SIGKILL this process right after its Nth commit;
+    - ``REVGAN_TEST_PAUSE_AT_ITER=N``: in this process's Nth iteration (after the step,
+      before its bookkeeping) print ``revgan-test: paused`` on stderr, wait for a signal;
+    - ``REVGAN_TEST_PAUSE_IN_COMMIT=N``: in the Nth commit, once its journal is written and
+      before its renames, print ``revgan-test: committing`` and wait for a signal.
+    """
+
+    def __init__(self, signals: StopSignals):
+        env = os.environ
+        self.signals = signals
+        self.kill_after_commits = int(env.get("REVGAN_TEST_KILL_AFTER_COMMITS", 0))
+        self.pause_at_iter = int(env.get("REVGAN_TEST_PAUSE_AT_ITER", 0))
+        self.pause_in_commit = int(env.get("REVGAN_TEST_PAUSE_IN_COMMIT", 0))
+        self.iterations = self.commits = 0
+
+    def _pause(self, where: str) -> None:
+        seen = self.signals.count
+        print(f"revgan-test: {where}", file=sys.stderr, flush=True)
+        self.signals.wait(seen)
+
+    def after_step(self) -> None:
+        self.iterations += 1
+        if self.iterations == self.pause_at_iter:
+            self._pause(f"paused at iteration {self.iterations}")
+
+    def before_publish(self):
+        """The commit's hook, or None: called with the journal written, before the renames."""
+        if self.pause_in_commit and self.commits + 1 == self.pause_in_commit:
+            return lambda: self._pause(f"committing (commit {self.commits + 1})")
+        return None
+
+    def after_commit(self) -> None:
+        self.commits += 1
+        if self.commits == self.kill_after_commits:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def resume_command() -> str:
+    """The command line that resumes this run: this one, with ``--continue_train``."""
+    argv = list(sys.argv)
+    if argv[1:2] == ["train"]:
+        prefix, args = ["revgan", "train"], argv[2:]
+    elif Path(argv[0]).name == "train.py":
+        prefix, args = ["python", argv[0]], argv[1:]
+    else:  # called as a library: the options are not on a command line
+        return "revgan train <the same options> --continue_train"
+    args = [a for a in args if a not in ("--continue_train", "--overwrite")]
+    return shlex.join([*prefix, *args, "--continue_train"])
+
+
 class Trainer:
-    def __init__(self, opt: argparse.Namespace):
+    def __init__(self, opt: RunConfig):
         self.opt = opt
         self.dist = distributed.setup(opt)
         self.device = self.dist.device or select_device(opt.gpu_ids)
         self.run_dir = Path(opt.checkpoints_dir) / opt.name
         self.is_main = self.dist.rank == 0
+        self.lock = RunLock(self.run_dir)  # held by rank 0, the one writer
+        self.signals = StopSignals()
+        self.hooks = FaultHooks(self.signals)
+        try:
+            self._set_up()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _set_up(self) -> None:
+        opt = self.opt
         seed_everything(opt.seed, opt.deterministic)  # same seed on every rank: same init
         self._check_run_dir()
         dataset = create_dataset(opt)
@@ -132,6 +246,7 @@ class Trainer:
         distributed.wrap_model(self.model, self.dist, opt)
         self.epoch, self.epoch_iter, self.total_iters = opt.epoch_count, 0, 0
         self.best: float | None = None
+        self.latest_at: tuple[int, int] | None = None  # (epoch, epoch_iter) of the last save
         if opt.continue_train:
             self._resume()
         elif opt.epoch_count > 1 and state_path(self.run_dir, "latest").exists():
@@ -141,16 +256,30 @@ class Trainer:
         self.logger, self.page = self._reporting(len(dataset))
 
     # -- set-up -------------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        """One writer per run folder: refuse a live one, take over a dead one's lock."""
+        self.lock.acquire()
+        note = self.lock.describe_taken_over()
+        if note:
+            print(f"revgan: {note}", file=sys.stderr)
+
+    def _refuse_trained_run(self) -> None:
+        opt, run = self.opt, self.run_dir
+        has_run = run.is_dir() and any(run.glob("*_net_*.safetensors"))
+        if has_run and not (opt.continue_train or opt.overwrite or opt.epoch_count > 1):
+            raise UserError(f"{run} already holds a trained run; pass --continue_train to "
+                            "resume it, --overwrite to start again, or another --name")
+
     def _check_run_dir(self) -> None:
-        """Refuse a run folder that cannot be used, before anything is written."""
+        """Refuse a run folder that cannot be used, before anything is written (a new
+        folder is created, and locked, only once set-up has succeeded)."""
         opt, run = self.opt, self.run_dir
         if self.is_main:
             require_creatable(run, "run folder")
+            if run.is_dir():
+                self._take_lock()  # before recover(): only the writer may touch the files
             recover(run)
-            has_run = run.is_dir() and any(run.glob("*_net_*.safetensors"))
-            if has_run and not (opt.continue_train or opt.overwrite or opt.epoch_count > 1):
-                raise UserError(f"{run} already holds a trained run; pass --continue_train to "
-                                "resume it, --overwrite to start again, or another --name")
+            self._refuse_trained_run()
             if opt.continue_train and not state_path(run, "latest").exists():
                 raise UserError(f"--continue_train: no checkpoint to resume in {run} "
                                 "(latest_train_state.pt is missing)")
@@ -160,11 +289,19 @@ class Trainer:
         """Replace (--overwrite) or create the run folder and write the options."""
         opt, run = self.opt, self.run_dir
         if self.is_main:
-            if opt.overwrite and not opt.continue_train and run.is_dir() and \
+            if not self.lock.held:  # a new folder: another process may have made it since
+                self._take_lock()
+                self._refuse_trained_run()
+            if opt.overwrite and not opt.continue_train and \
                     any(run.glob("*_net_*.safetensors")):
-                shutil.rmtree(run)
-            run.mkdir(parents=True, exist_ok=True)
-            save_options(opt, run)
+                for child in run.iterdir():  # all but the lock we hold
+                    if child.name == LOCK_NAME:
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            save_config(opt, run)
         self.dist.barrier()
 
     def _reporting(self, dataset_size: int):
@@ -189,9 +326,34 @@ class Trainer:
 
     def save(self, label: str, with_state: bool = True) -> None:
         if self.is_main:
-            commit_checkpoint(self.run_dir, label, self.model.nets, model_config(self.opt),
-                              self._state() if with_state else None)
+            commit_checkpoint(self.run_dir, label, self.model.nets, self.opt.architecture(),
+                              self._state() if with_state else None,
+                              before_publish=self.hooks.before_publish())
+            self.hooks.after_commit()
+        if label == "latest" and with_state:
+            self.latest_at = (self.epoch, self.epoch_iter)
         self.dist.barrier()
+
+    def _stop_signal(self) -> int:
+        """The stop signal any rank received (0: none): all ranks stop at the same step."""
+        signum = self.signals.signum or 0
+        if self.dist.enabled:
+            flag = torch.tensor([signum], device=self.dist.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            signum = int(flag.item())
+        return signum
+
+    def _stop_if_signalled(self) -> None:
+        """At a step boundary after SIGTERM/SIGINT: commit ``latest`` and stop."""
+        signum = self._stop_signal()
+        if not signum:
+            return
+        if self.latest_at != (self.epoch, self.epoch_iter):
+            self.save("latest")
+        message = (f"stopped by {signal.Signals(signum).name} at epoch {self.epoch}, "
+                   f"iteration {self.epoch_iter}; checkpoint 'latest' saved in {self.run_dir}. "
+                   f"Resume with: {resume_command()}") if self.is_main else ""
+        raise Interrupted(message, 128 + signum)
 
     def _resume(self) -> None:
         state = load_checkpoint(self.run_dir, "latest", self.model.nets, self.device, True)
@@ -215,7 +377,7 @@ class Trainer:
         # not from the global RNG, whose state a mid-epoch resume restores exactly.
         generator = torch.Generator().manual_seed(opt.seed * 7919 + self.epoch)
         return DataLoader(self.items, batch_size=opt.batch_size, sampler=self.sampler,
-                          num_workers=opt.num_threads, worker_init_fn=seed_worker,
+                          num_workers=opt.num_threads, worker_init_fn=_worker_init,
                           generator=generator,
                           pin_memory=self.device.type == "cuda",
                           persistent_workers=False)
@@ -226,11 +388,15 @@ class Trainer:
         total = (last_epoch - self.epoch + 1) * len(self.items)
         bar = progress_bar(total=total, desc=opt.name, disable=opt.no_progress
                            or not self.is_main, initial=0)
+        self.signals.install()
         try:
             while self.epoch <= last_epoch:
                 self._run_epoch(bar)
                 self._end_epoch(last_epoch)
+                if self.epoch <= last_epoch:
+                    self._stop_if_signalled()
         finally:
+            self.signals.restore()
             bar.close()
             self.logger.close()
         return self.run_dir
@@ -243,6 +409,7 @@ class Trainer:
             t_start = time.perf_counter()
             model.set_input(data)
             model.optimize()
+            self.hooks.after_step()
             if model.nonfinite_streak >= opt.max_nonfinite:
                 raise UserError(f"{model.nonfinite_streak} training steps in a row had "
                                 f"non-finite losses ({model.nonfinite_total} in all); stopped. "
@@ -264,6 +431,7 @@ class Trainer:
                 self.save("latest")
                 if opt.save_by_iter:
                     self.save(f"iter_{self.total_iters}", with_state=False)
+            self._stop_if_signalled()
             t_data = time.perf_counter()
 
     def _display(self) -> None:
@@ -314,9 +482,10 @@ class Trainer:
         return results.get("MAE", value)
 
 
-def train(opt: argparse.Namespace) -> Path:
+def train(opt: RunConfig) -> Path:
     trainer = Trainer(opt)
     try:
         return trainer.run()
     finally:
+        trainer.lock.release()
         distributed.teardown(trainer.dist)

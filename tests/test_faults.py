@@ -1,0 +1,324 @@
+"""Faults a long training run meets, each exercised for real: signals sent to a training
+process, a second live process on the same run folder, a full file system, changed bytes.
+
+The training processes pause at exact points through the loop's test hooks
+(``REVGAN_TEST_*``, see :class:`revgan.train.loop.FaultHooks`), so every test is
+deterministic whatever the machine's speed: no polling by wall clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import cli_error, run_cli, tiny_flags, weights
+
+from revgan.demo.scenes import make_demo_dataset
+from revgan.infer.load import load_generator
+from revgan.runs.checkpoints import load_checkpoint, load_training_state, weights_path
+from revgan.runs.lock import LOCK_NAME
+
+# (runpy warns when revgan.cli's package imports its main module: not these tests' concern)
+CLI = [sys.executable, "-W", "ignore:'revgan.cli.main' found in sys.modules:RuntimeWarning",
+       "-m", "revgan.cli.main"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}  # every run: a fresh process, same threads
+NETS = ("G", "D_A", "D_B")
+# 6 images, batch 1: iterations 1-6 in epoch 1, 7-12 in epoch 2; "latest" every 2 of them
+COMMON = ["--n_epochs", "1", "--n_epochs_decay", "1", "--deterministic",
+          "--save_latest_freq", "2", "--pool_size", "3", "--display_freq", "1000",
+          "--no_html", "--no_tensorboard"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), size=32, n_train=6, n_test=2,
+                             n_val=2)
+
+
+def train_args(data, ck, name, *extra) -> list[str]:
+    return ["train", "--dataroot", str(data["unpaired"]), "--name", name, "--checkpoints_dir",
+            str(ck), *tiny_flags("unpaired_revgan"), *COMMON, *extra]
+
+
+@pytest.fixture(scope="module")
+def straight(data, tmp_path_factory) -> Path:
+    """An uninterrupted run, in a fresh process like the interrupted ones."""
+    ck = tmp_path_factory.mktemp("straight")
+    subprocess.run([*CLI, *train_args(data, ck, "run")], check=True, env=ENV,
+                   capture_output=True)
+    return ck / "run"
+
+
+def assert_same_weights(run_a: Path, run_b: Path) -> None:
+    for net in NETS:
+        a = weights(run_a / f"latest_net_{net}.safetensors")
+        b = weights(run_b / f"latest_net_{net}.safetensors")
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), net
+
+
+class Child:
+    """A training subprocess; a thread collects its stderr lines so the test can wait for a
+    hook's marker line without polling."""
+
+    def __init__(self, argv: list[str], hooks: dict[str, int] | None = None, **popen):
+        env = {**ENV, **{k: str(v) for k, v in (hooks or {}).items()}}
+        self.proc = subprocess.Popen([*CLI, *argv], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, **popen)
+        self.lines: queue.Queue = queue.Queue()
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.err.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, marker: str, timeout: float = 300) -> None:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line is None:
+                raise AssertionError(f"the child ended before '{marker}':\n"
+                                     + "".join(self.err)[-3000:])
+            if marker in line:
+                return
+
+    def finish(self, timeout: float = 300) -> int:
+        code = self.proc.wait(timeout)
+        self.reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def child(*args, **kwargs):
+    started = Child(*args, **kwargs)
+    try:
+        yield started
+    finally:
+        started.kill()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name.endswith((".pending", ".tmp", ".commit.json")))
+
+
+# --- 1. preemption ---------------------------------------------------------------------------
+
+def test_sigterm_mid_iteration_commits_and_the_printed_command_resumes_exactly(data, tmp_path,
+                                                                               straight):
+    """SIGTERM in a random iteration (fixed seed), then a second signal while the checkpoint
+    is being committed: the iteration completes, the commit completes, exit 143 with one line
+    whose command resumes to weights equal to an uninterrupted run's, bit for bit."""
+    stop_at = random.Random(1913).randrange(1, 12)  # iterations 1..11 of 12
+    # "latest" is committed every 2 iterations: the commit after iteration k is ceil(k/2)
+    hooks = {"REVGAN_TEST_PAUSE_AT_ITER": stop_at,
+             "REVGAN_TEST_PAUSE_IN_COMMIT": (stop_at + 1) // 2}
+    with child(train_args(data, tmp_path, "run"), hooks) as trainer:
+        trainer.wait_for("revgan-test: paused at iteration")
+        trainer.proc.send_signal(signal.SIGTERM)  # during iteration `stop_at`
+        trainer.wait_for("revgan-test: committing")
+        trainer.proc.send_signal(signal.SIGINT)  # during the commit: must wait for it
+        code = trainer.finish()
+    assert code == 143, "".join(trainer.err)
+    lines = [line for line in trainer.err if line.strip()]
+    assert len(lines) == 3 and "Traceback" not in "".join(lines), lines  # 2 markers + 1 line
+    line = lines[-1]
+    assert line.startswith("revgan: stopped by SIGTERM") and "Resume with: " in line, line
+    run = tmp_path / "run"
+    assert leftovers(run) == []
+    state = load_checkpoint(run, "latest", {}, torch.device("cpu"), with_state=True)
+    assert state["counters"]["total_iters"] == stop_at  # the signalled iteration finished
+    command = shlex.split(line.split("Resume with: ", 1)[1])
+    assert command[:2] == ["revgan", "train"] and command[-1] == "--continue_train"
+    subprocess.run([*CLI, *command[1:]], check=True, env=ENV, capture_output=True)
+    assert_same_weights(straight, run)
+
+
+# --- 5 (#14). SIGKILL, and 2. a dead writer's lock --------------------------------------------
+
+def test_sigkill_after_a_commit_then_resume_is_exact_and_takes_over_the_lock(data, tmp_path,
+                                                                            straight):
+    """The child kills itself (SIGKILL) right after its 4th commit, at iteration 8: nothing
+    runs its clean-up, the lock file names a dead process; the resume takes it over and
+    ends equal to the uninterrupted run."""
+    with child(train_args(data, tmp_path, "run"),
+               {"REVGAN_TEST_KILL_AFTER_COMMITS": 4}) as trainer:
+        assert trainer.finish() == -signal.SIGKILL
+    run = tmp_path / "run"
+    dead = json.loads((run / LOCK_NAME).read_text())
+    assert dead["pid"] == trainer.proc.pid
+    assert load_training_state(run / "latest_train_state.pt")["counters"]["total_iters"] == 8
+    resumed = subprocess.run([*CLI, *train_args(data, tmp_path, "run", "--continue_train")],
+                             env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"took over the lock of {run} left by pid {trainer.proc.pid}" in resumed.stderr
+    assert not (run / LOCK_NAME).exists()  # a clean end releases it
+    assert_same_weights(straight, run)
+
+
+# --- 2. one writer, readers beside it --------------------------------------------------------
+
+def test_second_writer_is_refused_and_readers_see_whole_checkpoints(data, tmp_path, capsys):
+    """A live trainer paused inside its 2nd commit (new files pending, journal written,
+    nothing renamed yet): a second `train` is refused naming it; `translate` and a checkpoint
+    load read the commit's complete new files and write nothing into the run folder."""
+    run = tmp_path / "run"
+    with child(train_args(data, tmp_path, "run"), {"REVGAN_TEST_PAUSE_IN_COMMIT": 2}) as trainer:
+        trainer.wait_for("revgan-test: committing")
+        before = snapshot(run)
+        assert any(name.endswith(".pending") for name in before)
+        line = cli_error(capsys, *train_args(data, tmp_path, "run", "--continue_train"))
+        assert f"pid {trainer.proc.pid} on host {socket.gethostname()}" in line, line
+        line = cli_error(capsys, *train_args(data, tmp_path, "run", "--overwrite"))
+        assert f"pid {trainer.proc.pid}" in line, line
+        G, _ = load_generator(run, "latest")
+        source = next((Path(data["unpaired"]) / "testA").iterdir())
+        run_cli("translate", "--model_dir", run, "--input", source, "--output",
+                tmp_path / "out.png", "--gpu_ids", "-1", "--no_progress")
+        assert (tmp_path / "out.png").is_file()
+        assert snapshot(run) == before  # readers wrote nothing, touched no pending file
+        trainer.proc.send_signal(signal.SIGTERM)
+        assert trainer.finish() == 143, "".join(trainer.err)
+    committed = weights(weights_path(run, "latest", "G"))
+    read = G.state_dict()
+    assert committed.keys() == read.keys()
+    assert all(torch.equal(committed[k], read[k]) for k in committed)  # the 2nd commit
+    assert leftovers(run) == []
+
+
+# --- 3. a full disk --------------------------------------------------------------------------
+
+def _checkpoint_names(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.startswith("latest_"))
+
+
+def _assert_stopped_cleanly(run: Path, before: dict[str, bytes], err: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "no space left to save checkpoint 'latest'" in lines[0], lines[0]
+    assert leftovers(run) == []  # partial files removed
+    assert {k: v for k, v in snapshot(run).items() if k.startswith("latest_")} == before
+    state = load_checkpoint(run, "latest", {}, torch.device("cpu"), with_state=True)
+    assert state["counters"]["total_iters"] == 6  # the previous checkpoint, loadable
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A real 2 MiB file system (tmpfs), mounted where the test may mount (root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root; the RLIMIT_FSIZE test covers the path")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the RLIMIT_FSIZE "
+                    "test covers the path")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_full_disk_keeps_the_previous_checkpoint(data, tmpfs, capsys):
+    run_cli(*train_args(data, tmpfs, "run", "--n_epochs_decay", "0"))  # epoch 1: 6 iterations
+    run = tmpfs / "run"
+    before = {k: v for k, v in snapshot(run).items() if k.startswith("latest_")}
+    state_size = len(before["latest_train_state.pt"])
+    # fill the disk but for half a training state: the next checkpoint cannot fit
+    free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
+    filler = tmpfs / "filler"
+    with filler.open("wb") as handle:
+        handle.write(b"\0" * max(0, free - state_size // 2))
+    assert os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize < state_size
+    with pytest.raises(SystemExit) as exc:
+        run_cli(*train_args(data, tmpfs, "run", "--continue_train"))
+    assert exc.value.code == 2
+    _assert_stopped_cleanly(run, before, capsys.readouterr().err)
+    filler.unlink()  # space again: the run resumes from the kept checkpoint
+    run_cli(*train_args(data, tmpfs, "run", "--continue_train"))
+    assert load_training_state(run / "latest_train_state.pt")["counters"]["total_iters"] == 12
+
+
+def test_file_size_limit_keeps_the_previous_checkpoint(data, tmp_path):
+    """RLIMIT_FSIZE (works without root): a write past it fails with EFBIG."""
+    run_cli(*train_args(data, tmp_path, "run", "--n_epochs_decay", "0"))
+    run = tmp_path / "run"
+    before = {k: v for k, v in snapshot(run).items() if k.startswith("latest_")}
+    largest_other = max(len(v) for k, v in snapshot(run).items()
+                        if k != "latest_train_state.pt")
+    state_size = len(before["latest_train_state.pt"])
+    assert largest_other < state_size
+    limit = (largest_other + state_size) // 2  # every file fits but the training state
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run([*CLI, *train_args(data, tmp_path, "run", "--continue_train")],
+                          env=ENV, capture_output=True, text=True, preexec_fn=limited)
+    assert done.returncode == 2, done.stderr
+    _assert_stopped_cleanly(run, before, done.stderr)
+
+
+# --- 4. corruption ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    ck = tmp_path_factory.mktemp("trained")
+    run_cli(*train_args(data, ck, "run", "--n_epochs_decay", "0"))
+    return ck / "run"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("target", ["latest_net_G.safetensors", "latest_train_state.pt"])
+def test_changed_bytes_stop_the_load_with_one_line(trained, data, tmp_path, capsys, damage,
+                                                   target):
+    """Policy: a checkpoint whose bytes changed is not loaded (no silent fallback): one line
+    naming the file, exit 2, nothing written."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    path = run / target
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[len(raw) * 3 // 4] ^= 0x01  # one bit, inside the tensor data
+    else:
+        del raw[len(raw) - 100:]
+    path.write_bytes(bytes(raw))
+    before = snapshot(run)
+    line = cli_error(capsys, *train_args(data, tmp_path, "run", "--continue_train"))
+    assert f"{path} is corrupted" in line and "sha256" in line, line
+    if target.endswith(".safetensors"):
+        line = cli_error(capsys, "translate", "--model_dir", run, "--input",
+                         next((Path(data["unpaired"]) / "testA").iterdir()), "--output",
+                         tmp_path / "out.png", "--gpu_ids", "-1", "--no_progress")
+        assert f"{path} is corrupted" in line, line
+    assert snapshot(run) == before
