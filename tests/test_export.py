@@ -12,6 +12,7 @@ import torch
 
 from revgan.cli.main import main
 from revgan.demo.scenes import make_demo_dataset
+from revgan.demo.volumes import make_demo_volumes
 from revgan.infer.load import load_generator
 
 TOL = 1e-4
@@ -157,3 +158,44 @@ def test_onnx_missing_is_one_line(runs, tmp_path, monkeypatch, capsys):
         main(["export", "--model_dir", str(runs["rev"]), "--output", str(tmp_path / "g.onnx")])
     assert exc.value.code == 2
     assert "pip install 'revgan[export]'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def more_runs(tmp_path_factory) -> dict[str, Path]:
+    """A tiny fully reversible 2D run and a tiny 3D RevGAN run."""
+    base = tmp_path_factory.mktemp("export_more")
+    make_demo_dataset(base / "data", size=32, n_train=2, n_test=1, n_val=1)
+    volumes = make_demo_volumes(base / "vol", n_train=1, n_test=1, shape=(16, 16, 16))
+    ck = base / "checkpoints"
+    main(["train", "--dataroot", str(base / "data" / "unpaired"), "--name", "fullrev",
+          "--checkpoints_dir", str(ck), "--model", "unpaired_revgan", "--fully_reversible",
+          "--netG", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--n_epochs", "1",
+          "--n_epochs_decay", "0", "--load_size", "32", "--crop_size", "32",
+          "--num_threads", "0", "--no_progress", "--gpu_ids", "-1", "--no_html",
+          "--no_tensorboard"])
+    main(["train", "--dataroot", str(volumes["root"]), "--name", "vol3d", "--checkpoints_dir",
+          str(ck), "--model", "paired_revgan3d", "--netG", "edsrF_2", "--ngf", "4", "--ndf", "4",
+          "--patch_size", "16", "--samples_per_volume", "1", "--n_epochs", "1",
+          "--n_epochs_decay", "0", "--num_threads", "0", "--no_progress", "--gpu_ids", "-1",
+          "--no_html", "--no_tensorboard"])
+    return {"fullrev": ck / "fullrev", "vol3d": ck / "vol3d"}
+
+
+@pytest.mark.parametrize("run_name, shape", [("fullrev", (1, 3, 32, 32)),
+                                             ("vol3d", (1, 1, 16, 16, 16))])
+def test_fully_reversible_and_3d_export_both_directions(more_runs, run_name, shape, capsys):
+    run = more_runs[run_name]
+    x = _input(shape, seed=13)
+    outputs = {}
+    for direction in ("AtoB", "BtoA"):
+        main(["export", "--model_dir", str(run), "--direction", direction, "--format", "onnx"])
+        expected = _torch_out(run, x, direction)
+        got = _onnx_out(run / "export" / f"G_{direction}.onnx", x)
+        assert got.shape == expected.shape == shape
+        assert (got - expected).abs().max() <= TOL, direction
+        outputs[direction] = got
+    assert (outputs["AtoB"] - outputs["BtoA"]).abs().max() > 1e-3  # two different graphs
+    if run_name == "fullrev":  # G_BA is the exact inverse of G_AB, in the exported files too
+        back = _onnx_out(run / "export" / "G_BtoA.onnx", outputs["AtoB"])
+        assert (back - x).abs().max() <= 1e-4
+    capsys.readouterr()

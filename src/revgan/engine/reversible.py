@@ -159,7 +159,9 @@ class AdditiveCoupling(_Coupling):
     def forward(self, x: Tensor, rng: RngReplay | None = None, *,
                 snap_input: bool = True) -> Tensor:
         x1, x2 = self._stream(x, snap_input)
-        if torch.is_grad_enabled():
+        # traced (ONNX/TorchScript export): the functional form, since a tracer does not
+        # follow writes through out= into views of an empty buffer
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
             y1 = x1 + self._snap(_call(self.F, x2, rng, "F"), x1.dtype)
             y2 = x2 + self._snap(_call(self.G, y1, rng, "G"), x2.dtype)
             return torch.cat([y1, y2], dim=1)
@@ -173,7 +175,7 @@ class AdditiveCoupling(_Coupling):
     def inverse(self, y: Tensor, rng: RngReplay | None = None, *,
                 snap_input: bool = True) -> Tensor:
         y1, y2 = self._stream(y, snap_input)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
             x2 = y2 - self._snap(_call(self.G, y1, rng, "G"), y2.dtype)
             x1 = y1 - self._snap(_call(self.F, x2, rng, "F"), y1.dtype)
             return torch.cat([x1, x2], dim=1)
