@@ -17,6 +17,7 @@ COMMANDS = {
     "bench": "memory/speed benchmark of the reversible core, as a markdown report",
     "export": "export one translation direction to ONNX or TorchScript",
     "import": "import CycleGAN/pix2pix/RevGAN (2019) generator checkpoints as a run folder",
+    "plan": "the largest crop/patch (and batch) that trains within a memory budget",
 }
 
 
@@ -61,6 +62,13 @@ def cmd_translate(argv: list[str]) -> None:
 
     translate_files(parse_command(TranslateOptions, argv, "revgan translate",
                                   COMMANDS["translate"]))
+
+
+def cmd_plan(argv: list[str]) -> None:
+    from revgan.cli.options import parse_command
+    from revgan.train.plan import PlanOptions, run_plan
+
+    run_plan(parse_command(PlanOptions, argv, "revgan plan", COMMANDS["plan"]))
 
 
 def cmd_eval(argv: list[str]) -> None:
