@@ -15,7 +15,7 @@ COMMANDS = {
     "eval": "metrics (MAE, MSE, PSNR, SSIM, cycle error) of a results folder",
     "fid": "FID and KID between two image folders (needs revgan[fid])",
     "bench": "memory/speed benchmark of the reversible core, as a markdown report",
-    "export": "export one translation direction to ONNX or TorchScript",
+    "export": "export one translation direction (torch.export .pt2, ONNX or TorchScript)",
     "import": "import CycleGAN/pix2pix/RevGAN (2019) generator checkpoints as a run folder",
     "plan": "the largest crop/patch (and batch) that trains within a memory budget",
 }
@@ -110,9 +110,10 @@ def cmd_bench(argv: list[str]) -> None:
 
 
 def cmd_export(argv: list[str]) -> None:
-    from revgan.infer.export import main as export_main
+    from revgan.cli.options import parse_command
+    from revgan.infer.export import ExportOptions, export_command
 
-    export_main(argv)
+    export_command(parse_command(ExportOptions, argv, "revgan export", COMMANDS["export"]))
 
 
 def cmd_import(argv: list[str]) -> None:

@@ -1,36 +1,66 @@
-"""``revgan export``: one translation direction of a trained generator as ONNX or TorchScript.
+"""``revgan export``: one translation direction of a trained generator as a portable file.
 
-The exported module maps an input in [-1, 1] (``N×C×H×W`` or ``N×C×D×H×W``) to the
-translated output. After writing, the file is loaded back with its own runtime
-(onnxruntime or ``torch.jit.load``) and compared with PyTorch on a random input; the file
-only replaces its destination once that check passes.
+Formats: ``pt2`` (``torch.export``, loaded back with ``torch.export.load``), ``onnx-dynamo``
+(ONNX written from the ``torch.export`` graph; needs onnxscript), ``onnx`` (ONNX from the
+TorchScript-based exporter) and ``torchscript`` (``torch.jit.trace``: deprecated by PyTorch,
+kept while it ships). The exported module maps an input in [-1, 1] (``N×C×H×W`` or
+``N×C×D×H×W``) to the translated output. After writing, the file is loaded back with its own
+runtime (``torch.export.load``, onnxruntime or ``torch.jit.load``) and compared with PyTorch
+on random inputs; the file only replaces its destination once that check passes.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import copy
+import io
+import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from revgan.cli.argparsing import ArgumentParser
-from revgan.config import RunConfig
+from revgan.config import DIRECTIONS, REQUIRED, RunConfig, option
 from revgan.engine.reversible import Invertible1x1Conv
 from revgan.errors import UserError, require_creatable
 from revgan.infer.load import load_generator
 from revgan.runs.atomic import atomic_path
 from revgan.runs.run_folder import load_run_config
 
-DIRECTIONS = ("AtoB", "BtoA")
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"pt2": ".pt2", "onnx-dynamo": ".onnx", "onnx": ".onnx", "torchscript": ".pt"}
+ONNX_FORMATS = ("onnx", "onnx-dynamo")
 TOLERANCE = 1e-4
 # ONNX Round (used by the fixed-point couplings) exists from opset 11; the TorchScript-based
 # exporter stops at 20 (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET in torch 2.13).
-MIN_OPSET, MAX_OPSET = 11, 20
+# The dynamo exporter writes opset 18 and newer natively (older ones only by conversion).
+OPSETS = {"onnx": (11, 20), "onnx-dynamo": (18, 23)}
+DEFAULT_OPSET = {"onnx": 17, "onnx-dynamo": 18}
 ONNX_MISSING = "ONNX export needs: pip install 'revgan[export]'"
+
+
+@dataclass
+class ExportOptions:
+    """The options of ``revgan export``."""
+
+    model_dir: str = option(REQUIRED, "a run folder: checkpoints/<name>")
+    epoch: str = option("latest", "checkpoint label (latest, best, 5, ...)")
+    direction: str = option("AtoB", "translation direction", choices=DIRECTIONS)
+    format: str = option("onnx", "pt2 (torch.export), onnx-dynamo (ONNX from torch.export), "
+                                 "onnx (TorchScript-based ONNX exporter) or torchscript",
+                         choices=tuple(FORMATS))
+    output: str | None = option(None, "output file (default <model_dir>/export/"
+                                      "G_<direction>.pt2|.onnx|.pt)")
+    size: str | None = option(None, "example input size, e.g. 256 or 32,32,32 (default: the "
+                                    "training crop or patch size); the export is fixed to it "
+                                    "unless --dynamic")
+    dynamic: bool = option(False, "any batch and spatial size (ONNX dynamic axes, torch.export "
+                                  "dynamic shapes; TorchScript traces keep sizes symbolic "
+                                  "anyway); checked at a second size too")
+    opset: int | None = option(None, "ONNX opset version (default: 17 for onnx, 18 for "
+                                     "onnx-dynamo)")
+    overwrite: bool = option(False, "replace an existing output file")
 
 
 class OneDirection(nn.Module):
@@ -123,78 +153,99 @@ def _other_size(size: tuple[int, ...], divisor: int) -> tuple[int, ...]:
     return tuple(s + divisor * max(1, 8 // divisor) for s in size)
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="revgan export",
-        description="Export one translation direction of a trained generator to ONNX or "
-                    "TorchScript, then check the file against PyTorch.")
-    p.add_argument("--model_dir", required=True, help="a run folder: checkpoints/<name>")
-    p.add_argument("--epoch", default="latest", help="checkpoint label (latest, best, 5, ...)")
-    p.add_argument("--direction", default="AtoB", help="AtoB or BtoA")
-    p.add_argument("--format", default="onnx", help="onnx or torchscript")
-    p.add_argument("--output", default=None,
-                   help="output file (default <model_dir>/export/G_<direction>.onnx|.pt)")
-    p.add_argument("--size", default=None,
-                   help="example input size, e.g. 256 or 32,32,32 (default: training crop or "
-                        "patch size); the export is fixed to it unless --dynamic")
-    p.add_argument("--dynamic", action="store_true",
-                   help="any batch and spatial size (ONNX dynamic axes; TorchScript traces "
-                        "keep sizes symbolic anyway); checked at a second size too")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    return p
-
-
-def _require_onnx() -> None:
+def _require_onnx(fmt: str) -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
+
+        if fmt == "onnx-dynamo":
+            import onnxscript  # noqa: F401
     except ImportError:
         raise UserError(ONNX_MISSING)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' notices (deprecations, tracer warnings, skipped torchvision
+    operators, progress lines): the check against PyTorch says whether the file is right."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(exc: Exception) -> str:
+    # Exporter messages carry whole graphs or guides; the first line names the problem.
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _dynamic_shapes(example: Tensor) -> dict:
+    """Batch and every spatial axis dynamic. ``AUTO`` lets torch.export keep the network's
+    own constraints (sizes divisible by its stride) where ``DYNAMIC`` would refuse them."""
+    from torch.export import Dim
+
+    return {"x": {axis: Dim.AUTO for axis in (0, *range(2, example.ndim))}}
+
+
+def export_pt2(module: nn.Module, example: Tensor, path: Path, dynamic: bool) -> None:
+    """Write ``module`` as a ``torch.export`` archive (``torch.export.load``-able)."""
+    try:
+        program = torch.export.export(
+            module, (example,), dynamic_shapes=_dynamic_shapes(example) if dynamic else None)
+    except Exception as exc:  # torch.export raises many types for code it cannot capture
+        raise UserError(f"torch.export failed: {_first_line(exc)}")
+    torch.export.save(program, str(path))
+
+
+def export_onnx_dynamo(module: nn.Module, example: Tensor, path: Path, opset: int,
+                       dynamic: bool) -> None:
+    """Write ``module`` as ONNX through the ``torch.export``-based (dynamo) exporter."""
+    try:
+        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
+                          input_names=["input"], output_names=["output"], verbose=False,
+                          dynamic_shapes=_dynamic_shapes(example) if dynamic else None,
+                          external_data=False)
+    except Exception as exc:
+        raise UserError(f"ONNX export (dynamo) failed: {_first_line(exc)}; try --format pt2")
+
+
 def export_onnx(module: nn.Module, example: Tensor, path: Path, opset: int,
                 dynamic: bool) -> None:
-    """Write ``module`` traced on ``example`` as ONNX."""
+    """Write ``module`` traced on ``example`` as ONNX (TorchScript-based exporter)."""
     axes = None
     if dynamic:
         spatial = {2 + i: f"size{i}" for i in range(example.ndim - 2)}
         axes = {"input": {0: "batch", **spatial}, "output": {0: "batch", **spatial}}
-    # The TorchScript-based exporter (dynamo=False) on purpose: the torch.export-based one,
-    # the default since torch 2.9, needs the extra package onnxscript, which revgan[export]
-    # does not pull in; the legacy one needs nothing beyond torch, works offline and
-    # handles dynamic_axes for these all-convolutional graphs.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its deprecation notice and tracer warnings
-        try:
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"],
-                              dynamic_axes=axes, do_constant_folding=True)
-        except torch.onnx.errors.OnnxExporterError as exc:
-            # The message carries the whole traced graph; its first line names the problem.
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"ONNX export failed: {first}; try --format torchscript")
+    try:
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"],
+                          dynamic_axes=axes, do_constant_folding=True)
+    except torch.onnx.errors.OnnxExporterError as exc:
+        raise UserError(f"ONNX export failed: {_first_line(exc)}; try --format onnx-dynamo")
 
 
 def export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
     """Write ``module`` traced on ``example`` as TorchScript (``torch.jit.load``-able)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about the Python shape checks
-        traced = torch.jit.trace(module, (example,), check_trace=False)
+    traced = torch.jit.trace(module, (example,), check_trace=False)
     traced.save(str(path))
 
 
 def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor:
     """Output of the exported file on ``x``, computed by the file's own runtime."""
-    if fmt == "onnx":
+    if fmt in ONNX_FORMATS:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
         return torch.from_numpy(out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
-        loaded = torch.jit.load(str(path), map_location="cpu")
+    with _quiet():  # torch 2.13 deprecates TorchScript
+        loaded = (torch.export.load(str(path)).module() if fmt == "pt2"
+                  else torch.jit.load(str(path), map_location="cpu"))
     with torch.no_grad():
         return loaded(x)
 
@@ -203,27 +254,49 @@ def max_difference(path: Path, fmt: str, module: nn.Module, x: Tensor) -> float:
     """Max abs difference between the exported file and PyTorch (``module``) on ``x``."""
     with torch.no_grad():
         expected = module(x)
-    got = run_exported(path, fmt, x)
+    try:
+        got = run_exported(path, fmt, x)
+    except UserError:
+        raise
+    except Exception as exc:  # a graph specialised to the traced size fails here
+        raise UserError(f"the exported model does not run on input {tuple(x.shape)}: "
+                        f"{_first_line(exc)}; nothing was written")
     if got.shape != expected.shape:
         raise UserError(f"the exported model gives shape {tuple(got.shape)} for input "
                         f"{tuple(x.shape)}, PyTorch {tuple(expected.shape)}")
     return float((got.float() - expected.float()).abs().max())
 
 
+def _write(module: nn.Module, example: Tensor, path: Path, fmt: str, opset: int,
+           dynamic: bool) -> None:
+    with torch.no_grad(), _quiet():
+        if fmt == "pt2":
+            export_pt2(module, example, path, dynamic)
+        elif fmt == "onnx-dynamo":
+            export_onnx_dynamo(module, example, path, opset, dynamic)
+        elif fmt == "onnx":
+            export_onnx(module, example, path, opset, dynamic)
+        else:
+            export_torchscript(module, example, path)
+
+
 def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx",
                      output: Path | None = None, epoch: str = "latest",
                      size: tuple[int, ...] | None = None, dynamic: bool = False,
-                     opset: int = 17, overwrite: bool = False) -> tuple[Path, float]:
+                     opset: int | None = None, overwrite: bool = False) -> tuple[Path, float]:
     """Export one direction of a run's generator; return the file and its max abs difference
     from PyTorch (the largest over the checked inputs)."""
     if direction not in DIRECTIONS:
         raise UserError(f"unknown direction '{direction}'; choose AtoB or BtoA")
     if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'; choose onnx or torchscript")
-    if fmt == "onnx":
-        _require_onnx()
-        if not MIN_OPSET <= opset <= MAX_OPSET:
-            raise UserError(f"--opset {opset} is not supported; use {MIN_OPSET}..{MAX_OPSET}")
+        raise UserError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt in ONNX_FORMATS:
+        _require_onnx(fmt)
+        opset = DEFAULT_OPSET[fmt] if opset is None else opset
+        low, high = OPSETS[fmt]
+        if not low <= opset <= high:
+            raise UserError(f"--opset {opset} is not supported by --format {fmt}; "
+                            f"use {low}..{high}")
     model_dir = Path(model_dir)
     out = Path(output) if output else model_dir / "export" / f"G_{direction}{FORMATS[fmt]}"
     if out.is_dir():
@@ -254,16 +327,13 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
     def random_input(batch: int, spatial: tuple[int, ...]) -> Tensor:
         return torch.rand(batch, channels, *spatial, generator=gen) * 2 - 1
 
-    example = random_input(1, size)
+    # torch.export treats a size of 1 as a constant, so a dynamic batch is traced with 2.
+    example = random_input(2 if dynamic and fmt in ("pt2", "onnx-dynamo") else 1, size)
     with torch.no_grad():
         reference(example)  # eager run first: wrong direction/channels fail here, in one line
 
     with atomic_path(out) as tmp:
-        with torch.no_grad():
-            if fmt == "onnx":
-                export_onnx(module, example, tmp, opset, dynamic)
-            else:
-                export_torchscript(module, example, tmp)
+        _write(module, example, tmp, fmt, opset, dynamic)
         checks = [random_input(1, size)]
         if dynamic:
             checks.append(random_input(2, _other_size(size, divisor)))
@@ -277,8 +347,8 @@ def export_generator(model_dir: Path, direction: str = "AtoB", fmt: str = "onnx"
     return out, worst
 
 
-def main(argv: list[str] | None = None) -> Path:
-    args = _build_parser().parse_args(argv)
+def export_command(args: ExportOptions) -> Path:
+    """``revgan export``: export ``args.direction`` of the run in ``args.model_dir``."""
     model_dir = Path(args.model_dir)
     dims = load_run_config(model_dir).dims  # UserError for a missing or foreign folder
     out, _ = export_generator(model_dir, args.direction, args.format,

@@ -27,8 +27,8 @@ def check_input(x: Tensor, channels: int, divisor: int, what: str = "input") -> 
     """Raise UserError for a wrong channel count or a size the network's stride cannot take."""
     if x.shape[1] != channels:
         raise UserError(f"{what} has {x.shape[1]} channels, the network expects {channels}")
-    size = tuple(int(s) for s in x.shape[2:])
-    if any(s % divisor for s in size):
+    if any(s % divisor for s in x.shape[2:]):  # no int(): torch.export keeps sizes symbolic
+        size = tuple(int(s) for s in x.shape[2:])
         raise UserError(
             f"{what} size {size} is not divisible by {divisor} (the network's total stride); "
             "crop, pad or resize it")

@@ -1,0 +1,1 @@
+"""``revgan serve``: a local web page (Gradio) to translate an uploaded image or volume."""
