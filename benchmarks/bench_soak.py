@@ -10,6 +10,10 @@ and samples the resident set size (``/proc/self/statm``) and the live glibc heap
 ``optimize``. Reports
 memory after warm-up and at the end, the growth per 1000 iterations and a least-squares slope
 after warm-up (target: flat). Prints a table and writes JSON with every sample.
+
+The warm-up is fixed before the run (``--warmup``, recorded in the JSON) and the verdict
+always uses it: choosing it after seeing the samples would let any curve pass.
+``--from_json`` recomputes a summary with the warm-up that run recorded, never another one.
 """
 
 from __future__ import annotations
@@ -200,17 +204,25 @@ def set_target(results: dict, max_slope: float) -> None:
                          else "MISS"}
 
 
-def resummarize(path: Path, warmup: int, max_slope: float) -> dict:
-    """An earlier result with its summary recomputed from its samples at another warm-up."""
+def run_warmup(results: dict) -> int:
+    """The warm-up a result's run was started with. (Files written before the warm-up was
+    fixed kept the run's own value under ``resummarized.previous_warmup``.)"""
+    earlier = results.get("resummarized", {}).get("previous_warmup")
+    return int(earlier if earlier is not None else results["settings"]["warmup"])
+
+
+def resummarize(path: Path, max_slope: float) -> dict:
+    """An earlier result with its summary and verdict recomputed from its samples, at the
+    warm-up its run was started with."""
     try:
         results = json.loads(Path(path).read_text())
         samples = results["samples"]
-    except (OSError, ValueError, KeyError) as exc:
+        warmup = run_warmup(results)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserError(f"cannot read soak samples from {path}: {exc}")
-    previous = results["settings"].get("warmup")
+    results.pop("resummarized", None)
     results["settings"]["warmup"] = warmup
     results["summary"] = summarize(samples, warmup)
-    results["resummarized"] = {"from": str(path), "previous_warmup": previous}
     set_target(results, max_slope)
     return results
 
@@ -239,10 +251,8 @@ def markdown(results: dict) -> str:
     out = results["outputs"]
     t = results["target"]
     bound = t["max_rss_slope_mb_per_1000_iterations"]
-    if "resummarized" in results:
-        lines += ["", f"(Summary recomputed from the run's samples with warm-up "
-                  f"{s['warmup']}; the run used {results['resummarized']['previous_warmup']}.)"]
-    lines += ["", f"Target: RSS slope after warm-up within ±{bound} MB / 1000 iterations: "
+    lines += ["", f"Target: RSS slope after the warm-up of {s['warmup']} iterations (fixed "
+              f"before the run) within ±{bound} MB / 1000 iterations: "
               f"**{t['status']}**. Peak RSS {results['max_rss_mb']:.0f} MB; "
               f"{results['train_time_s']:.0f} s ({results['s_per_iteration']:.3f} s/iteration); "
               f"wrote {out['checkpoint_files']} weight files, "
@@ -260,9 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=32, help="demo image size")
     p.add_argument("--ngf", type=int, default=8)
     p.add_argument("--n_train", type=int, default=8, help="training images (many epochs)")
-    p.add_argument("--warmup", type=int, default=500,
-                   help="iterations before the fit; include the first checkpoint and validation "
-                        "(their first run allocates lasting buffers)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="iterations before the fit, fixed before the run and recorded in the "
+                        "JSON (default 500: past the first checkpoint and validation, whose "
+                        "first run allocates lasting buffers); not allowed with --from_json")
     p.add_argument("--sample_every", type=int, default=20, help="iterations between samples")
     p.add_argument("--checkpoint_every", type=int, default=250,
                    help="iterations between checkpoints (and epoch checkpoints/validation)")
@@ -279,16 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                "soak_quick.json with --quick); .md beside it")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--from_json", default=None,
-                   help="no training: re-summarise the samples of an earlier result with this "
-                        "--warmup/--max_slope (writes --out)")
+                   help="no training: re-summarise the samples of an earlier result at the "
+                        "warm-up its run recorded, with this --max_slope (writes --out)")
     return p
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.from_json and args.warmup is not None:
+        raise UserError("--from_json uses the warm-up its run recorded; a warm-up chosen "
+                        "after seeing the samples is not a measurement (drop --warmup)")
     if args.quick:
         args.iterations, args.warmup, args.sample_every = 40, 8, 4
         args.checkpoint_every, args.display_freq, args.print_freq = 16, 10, 10
+    if args.warmup is None:
+        args.warmup = 500
     for key in ("iterations", "size", "ngf", "n_train", "sample_every", "checkpoint_every",
                 "display_freq", "print_freq", "threads"):
         if getattr(args, key) < 1:
@@ -305,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = prepare_output(Path(args.out) if args.out else default, args.overwrite)
     report = prepare_output(out.with_suffix(".md"), args.overwrite)
     if args.from_json:
-        results = resummarize(Path(args.from_json), args.warmup, args.max_slope)
+        results = resummarize(Path(args.from_json), args.max_slope)
     else:
         results = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     text = markdown(results)
