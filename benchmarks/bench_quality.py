@@ -241,8 +241,10 @@ def comparison_note(rows: list[dict]) -> str:
 
 def markdown(results: dict) -> str:
     s = results["settings"]
-    lines = [f"### Translation quality on the demo dataset ({s['size']}px, {s['iterations']} "
-             f"training images per model, ngf {s['ngf']}, {s['n_test']} test scenes)", "",
+    lines = [f"### Translation quality on the demo dataset ({s['size']}px, {s['n_train']} "
+             f"training images per domain, {s['iterations']} iterations per model "
+             f"({s['n_epochs'] + s['n_epochs_decay']} epochs, batch {s['batch_size']}), one run "
+             f"per model (seed {s['seed']}), ngf {s['ngf']}, {s['n_test']} test scenes)", "",
              "| model | netG | G params (M) | PSNR A→B (dB) | SSIM A→B | MAE A→B | "
              "cycle L1 A→B→A | peak step mem (MB) | train time (s) | s/iter |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -258,7 +260,9 @@ def markdown(results: dict) -> str:
             f"{_fmt(r['MAE_norm'], '.4f')} | {_fmt(r['cycle_L1'], '.4f')} | "
             f"{r['peak_step_bytes'] / MB:.1f} | {r['train_time_s']:.0f} | "
             f"{r['s_per_iteration']:.3f} |")
-    lines += ["", f"Note: {results['note']}.", "",
+    lines += ["", f"Note: {results['note']}. One seed, one run per model: the run-to-run "
+              "spread was not measured, so these gaps are not evidence that one model is "
+              "better than another.", "",
               "Metrics in the networks' [-1, 1] range (data range 2), A→B against ground truth "
               "from `revgan test --eval_metrics`. Cycle L1: mean |G_BA(G_AB(x)) − x| on the test "
               "A images in float (RevGAN: the same generator's inverse direction; pix2pix has no "
