@@ -9,6 +9,7 @@ deterministic whatever the machine's speed: no polling by wall clock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import queue
@@ -136,16 +137,18 @@ def test_sigterm_mid_iteration_commits_and_the_printed_command_resumes_exactly(d
                                                                                straight):
     """SIGTERM in a random iteration (fixed seed), then a second signal while the checkpoint
     is being committed: the iteration completes, the commit completes, exit 143 with one line
-    whose command resumes to weights equal to an uninterrupted run's, bit for bit."""
+    whose command resumes to weights equal to an uninterrupted run's, bit for bit. Both signals
+    go to the whole process group, loader workers included, as Ctrl-C and SLURM send them."""
     stop_at = random.Random(1913).randrange(1, 12)  # iterations 1..11 of 12
     # "latest" is committed every 2 iterations: the commit after iteration k is ceil(k/2)
     hooks = {"REVGAN_TEST_PAUSE_AT_ITER": stop_at,
              "REVGAN_TEST_PAUSE_IN_COMMIT": (stop_at + 1) // 2}
-    with child(train_args(data, tmp_path, "run"), hooks) as trainer:
+    with child(train_args(data, tmp_path, "run", "--num_threads", "2"), hooks,
+               start_new_session=True) as trainer:
         trainer.wait_for("revgan-test: paused at iteration")
-        trainer.proc.send_signal(signal.SIGTERM)  # during iteration `stop_at`
+        os.killpg(trainer.proc.pid, signal.SIGTERM)  # during iteration `stop_at`
         trainer.wait_for("revgan-test: committing")
-        trainer.proc.send_signal(signal.SIGINT)  # during the commit: must wait for it
+        os.killpg(trainer.proc.pid, signal.SIGINT)  # during the commit: must wait for it
         code = trainer.finish()
     assert code == 143, "".join(trainer.err)
     lines = [line for line in trainer.err if line.strip()]
@@ -322,3 +325,36 @@ def test_changed_bytes_stop_the_load_with_one_line(trained, data, tmp_path, caps
                          tmp_path / "out.png", "--gpu_ids", "-1", "--no_progress")
         assert f"{path} is corrupted" in line, line
     assert snapshot(run) == before
+
+
+def test_lock_without_flock_checks_the_named_process(tmp_path, monkeypatch):
+    """Where the file system has no flock (ENOLCK: some Lustre and old NFS mounts), the lock
+    file's pid decides: a live process on this host refuses, a dead one is taken over, one
+    on another host cannot be checked and refuses with the file to delete."""
+    from revgan.runs import lock as runlock
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    def write_owner(pid: int, host: str) -> None:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": pid, "host": host}))
+
+    monkeypatch.setattr(runlock.fcntl, "flock", no_flock)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        write_owner(holder.pid, socket.gethostname())
+        with pytest.raises(runlock.RunFolderBusy, match=f"pid {holder.pid} on host"):
+            runlock.RunLock(tmp_path).acquire()
+        write_owner(holder.pid, "elsewhere")
+        with pytest.raises(runlock.RunFolderBusy, match="delete .*\\.lock"):
+            runlock.RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    write_owner(holder.pid, socket.gethostname())  # now dead
+    taken = runlock.RunLock(tmp_path)
+    taken.acquire()
+    assert f"pid {holder.pid}" in taken.describe_taken_over()
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    taken.release()
+    assert not (tmp_path / LOCK_NAME).exists()
