@@ -17,6 +17,7 @@ COMMANDS = {
     "bench": "memory/speed benchmark of the reversible core, as a markdown report",
     "export": "export one translation direction (torch.export .pt2, ONNX or TorchScript)",
     "import": "import CycleGAN/pix2pix/RevGAN (2019) generator checkpoints as a run folder",
+    "serve": "a local web page to translate uploaded images/volumes (needs revgan[app])",
     "plan": "the largest crop/patch (and batch) that trains within a memory budget",
 }
 
@@ -114,6 +115,13 @@ def cmd_export(argv: list[str]) -> None:
     from revgan.infer.export import ExportOptions, export_command
 
     export_command(parse_command(ExportOptions, argv, "revgan export", COMMANDS["export"]))
+
+
+def cmd_serve(argv: list[str]) -> None:
+    from revgan.app.server import ServeOptions, serve
+    from revgan.cli.options import parse_command
+
+    serve(parse_command(ServeOptions, argv, "revgan serve", COMMANDS["serve"]))
 
 
 def cmd_import(argv: list[str]) -> None:
