@@ -144,6 +144,44 @@ def test_translate_a_series_and_a_folder_of_series_to_nifti(tmp_path, monkeypatc
                                written.get_fdata(), atol=1e-6)
 
 
+def test_translate_a_series_to_a_dicom_series_on_request(tmp_path, monkeypatch):
+    """An output path without extension for a series input: a new DICOM series with the
+    source's geometry and study, new UIDs, and the values within the rescale step."""
+    from pydicom import dcmread
+
+    _identity_run(monkeypatch)
+    stored = stored_volume(shape=(10, 12, 6), seed=5)
+    write_series(tmp_path / "in", stored, seed=5)
+    out = tmp_path / "derived"
+    run_cli("translate", "--model_dir", tmp_path, "--input", tmp_path / "in", "--output", out,
+            "--no_progress", "--gpu_ids", "-1")
+    data, meta = read_volume(out)
+    step = float(dcmread(next(out.iterdir())).RescaleSlope)
+    assert step < 0.1
+    np.testing.assert_allclose(data[0], known_values(stored), atol=step / 2 + 2e-3)
+    np.testing.assert_allclose(meta.affine, expected_ras_affine(), atol=1e-6)
+    source, derived = dcmread(next((tmp_path / "in").iterdir())), dcmread(next(out.iterdir()))
+    assert derived.StudyInstanceUID == source.StudyInstanceUID
+    assert derived.SeriesInstanceUID != source.SeriesInstanceUID
+    assert list(derived.ImageType) == ["DERIVED", "SECONDARY"]
+    uids = {dcmread(f).SOPInstanceUID for f in out.iterdir()}
+    assert len(uids) == 6 and source.SOPInstanceUID not in uids
+    assert not list(tmp_path.glob(".derived.*"))  # no partial folder left
+
+
+def test_a_bad_series_in_a_folder_stops_before_any_output(tmp_path, capsys, monkeypatch):
+    _identity_run(monkeypatch)
+    write_series(tmp_path / "in" / "a_good", stored_volume(seed=6), seed=6)
+    write_series(tmp_path / "in" / "b_mixed", stored_volume(seed=7), series_uid="1.2.9.1", seed=7)
+    write_series(tmp_path / "other", stored_volume(seed=8), series_uid="1.2.9.2", seed=8)
+    for i, file in enumerate(sorted((tmp_path / "other").iterdir())):
+        file.rename(tmp_path / "in" / "b_mixed" / f"X{i}")
+    line = cli_error(capsys, "translate", "--model_dir", tmp_path, "--input", tmp_path / "in",
+                     "--output", tmp_path / "out", "--gpu_ids", "-1", "--no_progress")
+    assert "2 DICOM series" in line
+    assert not (tmp_path / "out" / "a_good.nii.gz").exists()
+
+
 def test_train_and_test_on_series_folders(tmp_path):
     root = tmp_path / "d"
     for split, seeds in (("train", (0, 1)), ("test", (2,))):

@@ -53,7 +53,7 @@ def is_dicom_series(path: str | Path) -> bool:
     return path.is_dir() and any(is_dicom_file(p) for p in path.iterdir())
 
 
-def _datasets(folder: Path) -> list:
+def _datasets(folder: Path, header_only: bool = False) -> list:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -63,7 +63,8 @@ def _datasets(folder: Path) -> list:
     datasets = []
     for file in files:
         try:
-            datasets.append(pydicom.dcmread(file, force=file.suffix.lower() == ".dcm"))
+            datasets.append(pydicom.dcmread(file, force=file.suffix.lower() == ".dcm",
+                                            stop_before_pixels=header_only))
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"cannot read DICOM file {file}: {reason}") from None
@@ -78,13 +79,14 @@ def _require(ds, keyword: str, file: str):
     return value
 
 
-def _check_series(folder: Path, datasets: list) -> None:
+def _check_series(folder: Path, datasets: list, header_only: bool = False) -> None:
     uids = sorted({str(ds.get("SeriesInstanceUID", "")) for ds in datasets})
     if len(uids) > 1:
         raise UserError(f"{folder} holds {len(uids)} DICOM series ({', '.join(uids[:3])}"
                         f"{', ...' if len(uids) > 3 else ''}); put each series in its own folder")
     for ds in datasets:
-        if "PixelData" not in ds:
+        # A header read stops before the pixels, so there an image is what has a size.
+        if "Rows" not in ds or not (header_only or "PixelData" in ds):
             kind = ds.get("Modality", "") or str(ds.get("SOPClassUID", "unknown class"))
             raise UserError(f"{ds.filename}: a DICOM file without image data ({kind}); "
                             "a volume needs a folder holding one image series")
@@ -151,6 +153,15 @@ def series_geometry(datasets: list) -> tuple[list, np.ndarray]:
     return datasets, affine
 
 
+def check_dicom_series(folder: str | Path) -> None:
+    """The checks of :func:`read_dicom_series` that need only the headers (one series, all
+    images, one orientation, evenly spaced): cheap, before anything is translated."""
+    folder = Path(folder)
+    datasets = _datasets(folder, header_only=True)
+    _check_series(folder, datasets, header_only=True)
+    series_geometry(datasets)
+
+
 def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read the DICOM series in ``folder`` as float32 C×X×Y×Z and its voxel-to-RAS affine."""
     folder = Path(folder)
@@ -163,3 +174,100 @@ def read_dicom_series(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
         volume = volume[..., None]
     data = np.ascontiguousarray(volume.transpose(3, 2, 1, 0), dtype=np.float32)
     return data, _LPS_TO_RAS @ affine_lps
+
+
+# --- writing a derived series ----------------------------------------------------------
+
+# Attributes of the source slices that describe its stored pixels or its display and would
+# be wrong for new values; dropped rather than carried over.
+_STALE = ("SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
+          "PixelPaddingRangeLimit", "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation",
+          "VOILUTSequence", "ModalityLUTSequence", "RedPaletteColorLookupTableDescriptor",
+          "GreenPaletteColorLookupTableDescriptor", "BluePaletteColorLookupTableDescriptor")
+
+
+def _int16_scaling(values: np.ndarray) -> tuple[str, str]:
+    """RescaleSlope and RescaleIntercept (as the DS strings written) that fit ``values``
+    into int16 with the finest step."""
+    from pydicom.valuerep import format_number_as_ds
+
+    low, high = float(values.min()), float(values.max())
+    integral = np.array_equal(values, np.rint(values)) and -32768 <= low and high <= 32767
+    if integral or high == low:
+        return "1", format_number_as_ds(0.0 if integral else low)
+    slope = format_number_as_ds((high - low) / 65000)  # a margin for the rounded strings
+    intercept = format_number_as_ds((low + high) / 2)
+    return slope, intercept
+
+
+def write_dicom_series(folder: str | Path, array: np.ndarray, source: str | Path,
+                       description: str = "revgan") -> Path:
+    """Write ``array`` (1×X×Y×Z, laid out as :func:`read_dicom_series` returns it) as a new
+    DICOM series derived from the series in ``source``.
+
+    Each slice keeps its source slice's patient, study, geometry and frame of reference and
+    gets new series and instance UIDs, ImageType DERIVED\\SECONDARY, uncompressed signed
+    16-bit samples and one RescaleSlope/Intercept for the whole series (values are rounded
+    to that step). ``folder`` must not exist; it appears only once every slice is written.
+    """
+    import copy
+    import os
+    import shutil
+    import tempfile
+
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder, source = Path(folder), Path(source)
+    datasets = _datasets(source, header_only=True)
+    _check_series(source, datasets, header_only=True)
+    datasets, _ = series_geometry(datasets)
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 4 and array.shape[0] != 1:
+        raise UserError(f"{folder}: a DICOM series holds one channel, the result has "
+                        f"{array.shape[0]}; write NIfTI instead")
+    volume = array[0] if array.ndim == 4 else array
+    expected = (int(datasets[0].Columns), int(datasets[0].Rows), len(datasets))
+    if volume.shape != expected:
+        raise UserError(f"{folder}: the result's shape {volume.shape} is not the source "
+                        f"series' {expected}")
+    if datasets[0].get("SamplesPerPixel", 1) != 1:
+        raise UserError(f"{source}: a colour series cannot be written back as DICOM; "
+                        "write NIfTI instead")
+    if folder.exists():
+        raise UserError(f"output {folder} exists; remove it or choose another folder")
+    slope, intercept = _int16_scaling(volume)
+    stored = np.clip(np.rint((volume - float(intercept)) / float(slope)), -32768, 32767)
+    stored = stored.astype("<i2")
+    series_uid = generate_uid()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial",
+                                    dir=folder.parent))
+    try:
+        for k, original in enumerate(datasets):
+            ds = copy.deepcopy(original)
+            for keyword in _STALE:
+                if keyword in ds:
+                    delattr(ds, keyword)
+            if getattr(ds, "file_meta", None) is None:  # a source file without a preamble
+                ds.file_meta = FileMetaDataset()
+            ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.SeriesInstanceUID = series_uid
+            ds.SeriesNumber = int(original.get("SeriesNumber", 0) or 0) + 1000
+            ds.SeriesDescription = description[:64]
+            ds.ImageType = ["DERIVED", "SECONDARY"]
+            ds.InstanceNumber = k + 1
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+            ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+            # A header read has no PixelData element yet: add it with its VR (16-bit: OW).
+            ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(stored[:, :, k].T).tobytes())
+            ds.save_as(partial / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
+        os.replace(partial, folder)
+    except OSError as exc:
+        raise UserError(f"cannot write DICOM series {folder}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder

@@ -83,12 +83,17 @@ def _inputs(input_path: Path, dims: int) -> list[Path]:
     return [input_path]
 
 
-def _check_target(target: Path, dims: int) -> None:
+def _writes_dicom(source: Path, target: Path, dims: int) -> bool:
+    """A DICOM series in and an output without extension: the result as a DICOM series."""
+    return dims == 3 and source.is_dir() and not target.suffix
+
+
+def _check_target(target: Path, dims: int, dicom: bool = False) -> None:
     """Refuse an output that cannot be written before translating anything."""
     if dims == 3:
         from revgan.data.volumes import VOLUME_EXTENSIONS, volume_suffix
 
-        ok, allowed = bool(volume_suffix(target)), VOLUME_EXTENSIONS
+        ok, allowed = dicom or bool(volume_suffix(target)), VOLUME_EXTENSIONS
     else:
         from revgan.data.images import IMAGE_EXTENSIONS
 
@@ -96,7 +101,7 @@ def _check_target(target: Path, dims: int) -> None:
     if not ok:
         raise UserError(f"output {target}: unsupported extension for {dims}D data (use one of "
                         f"{', '.join(allowed)})")
-    if target.is_dir():
+    if target.is_dir() and not dicom:
         raise UserError(f"output {target} is a folder; give a file name")
     require_creatable(target.parent, "output folder")
 
@@ -177,7 +182,7 @@ def translate_path(
                 continue
             raise UserError(f"output {target} exists; remove it or pass --overwrite "
                             "(or --skip_existing to keep it)")
-        _check_target(target, dims)
+        _check_target(target, dims, _writes_dicom(source, target, dims))
         pairs.append((source, target))
     for source, _ in pairs:  # headers only: a bad file stops the run before any output
         _check_source(source, dims)
@@ -199,7 +204,12 @@ def translate_path(
                 raise UserError(f"{source}: volume has {array.shape[0]} channels, the model "
                                 f"expects {input_nc}")
             out = translate_array(fn, array, normalizer_in, normalizer_out, **kwargs)
-            write_volume(target, out, meta)
+            if _writes_dicom(source, target, dims):
+                from revgan.data.dicom import write_dicom_series
+
+                write_dicom_series(target, out, source, "revgan translate")
+            else:
+                write_volume(target, out, meta)
         else:
             from revgan.data.images import read_image, write_image
 
