@@ -106,6 +106,25 @@ def test_volume_upload_gives_the_nifti_revgan_translate_writes(volume_run, tmp_p
     assert np.abs(axial_out - (255 - axial_in)).max() <= 1  # the negative, as translated
 
 
+def test_the_files_of_a_dicom_series_upload_as_one_volume(volume_run, tmp_path):
+    from test_dicom import stored_volume, write_series
+
+    from revgan.api import Translator
+    from revgan.app.server import translate_upload
+    from revgan.data.volumes import read_volume
+
+    write_series(tmp_path / "series", stored_volume(shape=(6, 8, 5)))
+    work = tmp_path / "work"
+    work.mkdir()
+    files = sorted((tmp_path / "series").iterdir())
+    _, _, result = translate_upload(Translator(volume_run), files, "AtoB", work, 2**20)
+    assert result.name == "series_AtoB.nii.gz"
+    _, meta = read_volume(tmp_path / "series")
+    written = nib.load(result)
+    assert written.shape == (6, 8, 5)
+    np.testing.assert_allclose(written.affine, meta.affine, atol=1e-5)
+
+
 def test_bad_uploads_are_one_line(volume_run, tmp_path):
     from revgan.api import Translator
     from revgan.app.server import friendly_error, translate_upload
