@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +359,54 @@ def test_lock_without_flock_checks_the_named_process(tmp_path, monkeypatch):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
     taken.release()
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def _ddp_rank(rank: int, world: int, port: int, argv: list[str], out: Path) -> None:
+    """One rank of a 2-process CPU run (gloo); its stderr and exit code go to ``out``."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if rank == 1:
+        os.environ["REVGAN_TEST_PAUSE_AT_ITER"] = "2"
+    os.dup2(os.open(out / f"{rank}.err", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+    torch.set_num_threads(1)
+    from revgan.cli.main import main
+
+    try:
+        main(["train", *argv])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    (out / f"{rank}.code").write_text(str(code))
+
+
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(data, tmp_path):
+    """Under DDP a signal may reach one rank only: the ranks agree (an all-reduce after every
+    step), all stop after the same step, rank 0 commits it, every rank exits 143."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "ranks"
+    out.mkdir()
+    argv = [*train_args(data, tmp_path, "run")[1:], "--save_latest_freq", "1000"]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    ranks = mp.start_processes(_ddp_rank, args=(2, port, argv, out), nprocs=2, join=False,
+                               start_method="spawn")
+    try:
+        # rank 1 waits inside its 2nd step for a signal; rank 0 waits for rank 1 in the
+        # collective after that step: no timing matters once the marker is written
+        marker, deadline = out / "1.err", time.monotonic() + 300
+        while "revgan-test: paused" not in (marker.read_text() if marker.exists() else ""):
+            assert time.monotonic() < deadline and all(p.is_alive() for p in ranks.processes)
+            time.sleep(0.05)
+        os.kill(ranks.processes[1].pid, signal.SIGTERM)
+        while not ranks.join(timeout=5):  # True once every rank has ended
+            assert time.monotonic() < deadline + 300, "the ranks did not stop"
+    finally:
+        for process in ranks.processes:
+            process.kill()
+    assert [(out / f"{r}.code").read_text() for r in (0, 1)] == ["143", "143"]
+    line = (out / "0.err").read_text().strip().splitlines()[-1]
+    assert line.startswith("revgan: stopped by SIGTERM at epoch 1, iteration 4"), line
+    state = load_checkpoint(tmp_path / "run", "latest", {}, torch.device("cpu"), True)
+    assert state["counters"] == {"epoch": 1, "epoch_iter": 4, "total_iters": 4, "world": 2}
