@@ -533,3 +533,166 @@ def test_42_subprocess_nan_volume_in_workers(volumes, tmp_path):
     args[args.index("--num_threads") + 1] = "2"
     done = _terminal([REPO / "train.py", *args[1:]], cwd=tmp_path)
     assert "NaN or infinite" in _assert_one_line(done)
+
+
+# --- hostile and odd inputs (issue #13) ------------------------------------------------------
+
+def _train_3d(root: Path, ck: Path, *extra) -> list:
+    return ["train", "--dataroot", root, "--name", "v", "--checkpoints_dir", ck, *TINY_3D, *extra]
+
+
+def test_43_volume_with_a_zero_length_axis_or_5d(volumes, tmp_path, capsys):
+    root = copy_tree(volumes["root"], tmp_path / "vol")
+    victim = root / "trainA" / "case_001.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 0, 20), np.float32), np.eye(4)), victim)
+    line = cli_error(capsys, *_train_3d(root, tmp_path / "ck"))
+    assert "case_001.nii.gz" in line and "zero-length dimension" in line and "(20, 0, 20)" in line
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20, 2, 2), np.float32), np.eye(4)), victim)
+    line = cli_error(capsys, *_train_3d(root, tmp_path / "ck"))
+    assert "case_001.nii.gz" in line and "5D" in line
+    assert not has_weights(tmp_path / "ck" / "v")
+
+
+def test_44_header_claiming_a_volume_too_large_to_allocate(volumes, tmp_path, capsys):
+    """Refused from the header, before any allocation: 30000³ voxels would be 98 TiB."""
+    root = copy_tree(volumes["root"], tmp_path / "vol")
+    victim = root / "trainB" / "case_000.nii.gz"
+    image = nib.load(str(victim))
+    header = image.header.copy()
+    header.set_data_shape((30000, 30000, 30000))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), image.affine, header), tmp_path / "x.nii")
+    # the file keeps its 20³ voxels; only the header lies
+    blob = (tmp_path / "x.nii").read_bytes()
+    import gzip
+
+    victim.write_bytes(gzip.compress(header.binaryblock + blob[len(header.binaryblock):]))
+    line = cli_error(capsys, *_train_3d(root, tmp_path / "ck"))
+    assert "case_000.nii.gz" in line and "header claims" in line and "TiB" in line
+    assert not has_weights(tmp_path / "ck" / "v")
+
+
+def _obeying_permissions() -> dict:
+    """subprocess.run arguments for a process that file permissions really stop.
+
+    Root reads any file (capabilities CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH). Dropping
+    both from the child's capability bounding set before it starts makes a root process obey
+    the permission bits like anyone else; an unprivileged user obeys them already.
+    """
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return {}
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_capbset_drop, cap_dac_override, cap_dac_read_search = 24, 1, 2
+
+    def drop() -> None:
+        for cap in (cap_dac_override, cap_dac_read_search):
+            if libc.prctl(pr_capbset_drop, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    probe = subprocess.run(["true"], preexec_fn=drop, check=False, capture_output=True) \
+        if hasattr(libc, "prctl") else None
+    if probe is None:
+        pytest.skip("running as root without prctl: cannot take away root's right to read")
+    return {"preexec_fn": drop}
+
+
+def test_45_unreadable_file_or_folder(trained, tmp_path):
+    """chmod 000 on an input file and on a dataset subfolder, met by a real process that the
+    permissions stop (as root: one without the capabilities that bypass them)."""
+    obeying = _obeying_permissions()
+
+    def terminal(argv: list) -> str:
+        command = [sys.executable, "-c", "from revgan.cli.main import main; main()"]
+        done = subprocess.run([*command, *map(str, argv)], capture_output=True, text=True,
+                              timeout=300, **obeying)
+        return _assert_one_line(done)
+
+    data = copy_tree(trained["dataroot"], tmp_path / "data")
+    secret = first_png(data / "testA")
+    secret.chmod(0o000)
+    line = terminal(["translate", "--model_dir", trained["run"], "--input", data / "testA",
+                     "--output", tmp_path / "out", "--gpu_ids", "-1", "--no_progress"])
+    assert secret.name in line and "Permission denied" in line
+    assert not (tmp_path / "out").exists()  # refused before the readable files were done
+    secret.chmod(0o644)
+
+    hidden = data / "trainA" / "more"
+    hidden.mkdir()
+    shutil.copy(secret, hidden / "extra.png")
+    hidden.chmod(0o000)
+    try:
+        line = terminal(args_train(data, tmp_path / "ck", "new"))
+    finally:
+        hidden.chmod(0o755)
+    assert "cannot read folder" in line and "more" in line and "Permission denied" in line
+    assert not has_weights(tmp_path / "ck" / "new")
+
+
+def test_46_symlink_loop_in_a_dataset_folder(intact, tmp_path, capsys):
+    import os
+
+    root = copy_tree(intact["dataroot"], tmp_path / "data")
+    (root / "trainA" / "sub").mkdir()
+    os.symlink("../..", root / "trainA" / "sub" / "up")
+    line = cli_error(capsys, *args_train(root, tmp_path / "ck", "new"))
+    assert "symbolic link loop" in line and "sub/up" in line
+    os.unlink(root / "trainA" / "sub" / "up")
+    os.symlink("0000.png", root / "trainB" / "0000.png.png")  # fine: a link to an image
+    os.symlink("itself.png", root / "trainB" / "itself.png")
+    line = cli_error(capsys, *args_train(root, tmp_path / "ck", "new"))
+    assert "itself.png" in line and "symbolic links" in line
+    assert not (tmp_path / "ck").exists()
+
+
+def test_47_results_path_that_is_a_file(intact, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    line = cli_error(capsys, *args_test(intact["dataroot"], intact["ck"], blocker))
+    assert "a_file is a file" in line
+    line = cli_error(capsys, "translate", "--model_dir", intact["run"], "--input",
+                     intact["dataroot"] / "testA", "--output", blocker, "--gpu_ids", "-1",
+                     "--no_progress")
+    assert "a_file is a file" in line
+    line = cli_error(capsys, "eval", "--results_dir", blocker)
+    assert "a_file" in line
+    line = cli_error(capsys, *args_train(intact["dataroot"], blocker, "new"))
+    assert "a_file is a file" in line
+    assert blocker.read_text() == "not a folder"
+
+
+def test_48_file_names_that_are_not_utf8(intact, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "imgs"
+    random_png(folder / "fine.png")
+    shutil.copy(folder / "fine.png", os.path.join(os.fsencode(folder), b"se\xf1al.png"))
+    line = cli_error(capsys, "test", "--dataroot", folder, "--name", "run", "--model", "test",
+                     "--checkpoints_dir", intact["ck"], "--results_dir", tmp_path / "res",
+                     "--gpu_ids", "-1", "--no_progress", "--preprocess", "none")
+    assert "not valid UTF-8" in line and "se\\xf1al.png" in line
+    line = cli_error(capsys, "translate", "--model_dir", intact["run"], "--input", folder,
+                     "--output", tmp_path / "out", "--gpu_ids", "-1", "--no_progress")
+    assert "se\\xf1al.png" in line
+    assert not (tmp_path / "res").exists() and not (tmp_path / "out").exists()
+
+
+def test_49_images_of_different_sizes_that_cannot_share_a_batch(tmp_path, capsys):
+    root = tmp_path / "data"
+    for side in "AB":
+        random_png(root / f"train{side}" / "0.png", (32, 32))
+        random_png(root / f"train{side}" / "1.png", (32, 48))
+    line = cli_error(capsys, *args_train(root, tmp_path / "ck", "run", "--preprocess", "none",
+                                         "--batch_size", "2"))
+    assert "--batch_size 2" in line and "1.png at 32×48" in line
+    assert not has_weights(tmp_path / "ck" / "run")
+
+
+def test_50_translate_folder_with_one_bad_file_writes_nothing(intact, tmp_path, capsys):
+    folder = copy_tree(intact["dataroot"] / "testA", tmp_path / "imgs")
+    (folder / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    line = cli_error(capsys, "translate", "--model_dir", intact["run"], "--input", folder,
+                     "--output", tmp_path / "out", "--gpu_ids", "-1", "--no_progress")
+    assert "zz_broken.png" in line
+    assert not (tmp_path / "out").exists()

@@ -40,8 +40,10 @@ def _check_name(path: str) -> None:
         raise UserError(f"file name is not valid UTF-8: {shown(path)}; rename it") from None
 
 
-def list_data_files(folder: str | Path, accept: Callable[[Path], bool]) -> list[Path]:
-    """Every path below ``folder`` that is a file and that ``accept`` takes, sorted.
+def list_data_files(folder: str | Path, accept: Callable[[Path], bool],
+                    accept_folder: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Every file below ``folder`` that ``accept`` takes, and every folder (``folder``
+    included) that ``accept_folder`` takes as one item (not entered), sorted.
 
     ``folder`` must exist. Linked folders are followed; a link back into a folder above it
     is a loop and an error.
@@ -52,6 +54,10 @@ def list_data_files(folder: str | Path, accept: Callable[[Path], bool]) -> list[
     ancestors: list[tuple[int, int]] = []
 
     def walk(current: str) -> None:
+        if accept_folder is not None and accept_folder(Path(current)):
+            _check_name(current)
+            found.append(Path(current))
+            return
         try:
             status = os.stat(current)
             entries = sorted(os.scandir(current), key=lambda e: e.name)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from revgan.data.files import check_readable, list_data_files, shown
 from revgan.errors import UserError
+from revgan.runs.atomic import atomic_path
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
@@ -25,6 +27,8 @@ TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 # grayscale maps back to itself exactly.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image by 90 degrees
 
 
 @dataclass(frozen=True)
@@ -49,14 +53,38 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """All image files below ``folder`` (recursive), sorted by path."""
+    """All image files below ``folder`` (recursive, following linked folders), sorted by path.
+
+    Loops of links, broken links, unreadable folders and names that are not UTF-8 are
+    :class:`UserError` (see :mod:`revgan.data.files`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"image folder not found: {folder}")
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
+        raise UserError(f"image folder not found: {shown(folder)}")
+    paths = list_data_files(folder, is_image_file)
     if not paths:
-        raise UserError(f"no images found in {folder}")
+        raise UserError(f"no images found in {shown(folder)}")
     return paths
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file, from its header only."""
+    path = Path(path)
+    check_readable(path, "image")
+    try:
+        if path.suffix.lower() in TIFF_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength), int(page.imagewidth)
+        with Image.open(path) as image:
+            width, height = image.size
+            if _exif_orientation(image) in _SWAPS_AXES:
+                width, height = height, width
+            return height, width
+    except Exception as exc:  # Pillow/tifffile raise many types for bad headers
+        raise UserError(f"cannot read image {shown(path)}: {_one_line(exc)}") from None
 
 
 def to_channels(array: np.ndarray, channels: int, source: str | Path = "image") -> np.ndarray:
@@ -83,7 +111,8 @@ def read_image(path: str | Path, channels: int) -> tuple[np.ndarray, ImageMeta]:
     if channels not in (1, 3):
         raise UserError(f"channel count must be 1 or 3, got {channels}")
     if not path.is_file():
-        raise UserError(f"image file not found: {path}")
+        raise UserError(f"image file not found: {shown(path)}")
+    check_readable(path, "image")
     suffix = path.suffix.lower()
     data = mode = None
     if suffix in TIFF_EXTENSIONS:
@@ -113,7 +142,7 @@ def write_image(
 
     Any Pillow format works for 8 bits. 16 bits: PNG (grayscale via Pillow, colour via the
     writer here, since Pillow cannot store 16-bit RGB) or TIFF (via tifffile). Creates parent
-    folders; overwrites ``path`` (callers decide whether that is allowed).
+    folders; replaces ``path`` atomically (callers decide whether that is allowed).
     """
     path = Path(path)
     if bit_depth not in (8, 16):
@@ -138,22 +167,24 @@ def write_image(
                                                               else np.uint16)
     hwc = ints.transpose(1, 2, 0)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix in TIFF_EXTENSIONS:
-            import tifffile
+        # Written beside ``path`` and renamed over it: a reader or a kill sees no half image.
+        with atomic_path(path) as temp:
+            if suffix in TIFF_EXTENSIONS:
+                import tifffile
 
-            photometric = "minisblack" if hwc.shape[2] == 1 else "rgb"
-            tifffile.imwrite(path, hwc[..., 0] if hwc.shape[2] == 1 else hwc,
-                             photometric=photometric, compression="zlib")
-        elif bit_depth == 16 and hwc.shape[2] > 1:
-            _write_png16(path, hwc)
-        else:
-            image = Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc)
-            if suffix in (".jpg", ".jpeg") and image.mode == "RGBA":
-                image = image.convert("RGB")
-            image.save(path)
+                photometric = "minisblack" if hwc.shape[2] == 1 else "rgb"
+                tifffile.imwrite(temp, hwc[..., 0] if hwc.shape[2] == 1 else hwc,
+                                 photometric=photometric, compression="zlib")
+            elif bit_depth == 16 and hwc.shape[2] > 1:
+                _write_png16(temp, hwc)
+            else:
+                image = Image.fromarray(hwc[..., 0] if hwc.shape[2] == 1 else hwc)
+                if suffix in (".jpg", ".jpeg") and image.mode == "RGBA":
+                    image = image.convert("RGB")
+                image.save(temp, format=Image.registered_extensions()[suffix])
     except OSError as exc:  # a parent that is a file, no permission, disk full
-        raise UserError(f"cannot write image {path}: {exc.strerror or _one_line(exc)}") from None
+        raise UserError(f"cannot write image {shown(path)}: "
+                        f"{exc.strerror or _one_line(exc)}") from None
     return path
 
 
@@ -165,10 +196,21 @@ def _one_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _exif_orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block: read the pixels as stored
+        return 1
+
+
 def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as image:
             image.load()
+            # Cameras store pixels as the sensor saw them plus an EXIF turn; viewers apply
+            # the turn, so the user expects it applied.
+            if _exif_orientation(image) != 1:
+                image = ImageOps.exif_transpose(image)
             mode = image.mode
             if mode == "1":
                 image = image.convert("L")
@@ -176,8 +218,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, str]:
                 image = image.convert("RGBA" if "A" in mode or "a" in mode or
                                       "transparency" in image.info else "RGB")
             data = np.array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image {path}: {_one_line(exc)}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
+            ValueError) as exc:
+        raise UserError(f"cannot read image {shown(path)}: {_one_line(exc)}") from None
     if mode == "I" and data.size and (data.min() < 0 or data.max() > 65535):
         raise UserError(f"{path}: 32-bit integer images are not supported; save as 16-bit")
     if mode == "I":
