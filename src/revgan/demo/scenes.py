@@ -19,15 +19,13 @@ measured. Run ``python -m revgan.demo.scenes ROOT`` to make one from the command
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from revgan.demo.folder import check_counts, command_line, prepare, write_manifest
 from revgan.errors import UserError, exits_cleanly
 
 MANIFEST = "demo_dataset.json"
@@ -278,32 +276,15 @@ def make_demo_dataset(
     root = Path(root)
     if not isinstance(size, int) or size < 16 or size % 4:
         raise UserError(f"demo image size must be a multiple of 4 and at least 16, got {size}")
-    for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 0 or n > 9999:
-            raise UserError(f"{name} must be an integer between 0 and 9999, got {n}")
-    if n_train < 1:
-        raise UserError("n_train must be at least 1")
+    check_counts({"n_train": n_train, "n_val": n_val, "n_test": n_test}, most=9999)
     params = _params(size, n_train, n_test, n_val, seed)
     counts = {"train": n_train, "val": n_val, "test": n_test}
-    manifest = root / MANIFEST
     result = {"root": root, "paired": root / "paired", "unpaired": root / "unpaired",
-              "manifest": manifest, "size": size, "seed": seed, "counts": counts,
+              "manifest": root / MANIFEST, "size": size, "seed": seed, "counts": counts,
               "classes": list(CLASSES), "reused": False}
-
-    if root.exists() and not root.is_dir():
-        raise UserError(f"demo dataset root is a file: {root}")
-    if root.is_dir() and any(root.iterdir()):
-        if _is_complete(root, params, counts):
-            return {**result, "reused": True}
-        if not overwrite:
-            why = ("was made with other parameters" if manifest.is_file()
-                   else "is not empty and holds no complete demo dataset")
-            raise UserError(f"{root} {why}; choose another folder or pass overwrite "
-                            "(--overwrite) to replace its paired/ and unpaired/ folders")
-        for sub in ("paired", "unpaired"):
-            if (root / sub).exists():
-                shutil.rmtree(root / sub)
-        manifest.unlink(missing_ok=True)
+    if prepare(root, MANIFEST, params, _expected_files(root, counts), ("paired", "unpaired"),
+               overwrite, "demo dataset"):
+        return {**result, "reused": True}
 
     for split, n in counts.items():
         for i in range(n):
@@ -318,32 +299,17 @@ def make_demo_dataset(
         for sub in (Path("paired") / split, Path("unpaired") / f"{split}A",
                     Path("unpaired") / f"{split}B"):
             (root / sub).mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps({**params, "classes": list(CLASSES),
-                                    "palette": PALETTE.tolist()}, indent=2) + "\n")
+    write_manifest(root, MANIFEST, {**params, "classes": list(CLASSES),
+                                    "palette": PALETTE.tolist()})
     return result
-
-
-def _is_complete(root: Path, params: dict[str, Any], counts: dict[str, int]) -> bool:
-    try:
-        saved = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in params.items()):
-        return False
-    return all(p.is_file() for p in _expected_files(root, counts))
 
 
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m revgan.demo.scenes",
-                                     description="Write the built-in labels↔photo demo dataset.")
-    parser.add_argument("root", type=Path, help="output folder")
+    parser = command_line("python -m revgan.demo.scenes",
+                          "Write the built-in labels↔photo demo dataset.", n_train=200, n_test=24)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--n_train", "--n-train", type=int, default=200)
     parser.add_argument("--n_val", "--n-val", type=int, default=24)
-    parser.add_argument("--n_test", "--n-test", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     info = make_demo_dataset(args.root, size=args.size, n_train=args.n_train,
                              n_test=args.n_test, n_val=args.n_val, seed=args.seed,

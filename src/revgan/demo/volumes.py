@@ -13,9 +13,6 @@ completion). Run ``python -m revgan.demo.volumes ROOT`` to make one from the com
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from revgan.demo.folder import check_counts, command_line, prepare, write_manifest
 from revgan.errors import UserError, exits_cleanly
 
 MANIFEST = "demo_volumes.json"
@@ -117,30 +115,16 @@ def make_demo_volumes(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or any(s < 8 or s > 512 for s in shape):
         raise UserError(f"demo volume shape must be three sizes between 8 and 512, got {shape}")
-    for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(n, int) or n < 0 or n > 999:
-            raise UserError(f"{name} must be an integer between 0 and 999, got {n}")
-    if n_train < 1:
-        raise UserError("n_train must be at least 1")
+    check_counts({"n_train": n_train, "n_test": n_test}, most=999)
     params = _params(shape, n_train, n_test, seed)
     files = _files(root, n_train, n_test)
     affine = demo_affine(shape)
     result = {"root": root, **{s: root / s for s in SPLITS}, "files": files, "shape": shape,
               "affine": affine, "spacing": (SPACING,) * 3,
               "counts": {"train": n_train, "test": n_test}, "seed": seed, "reused": False}
-
-    if root.exists() and not root.is_dir():
-        raise UserError(f"demo volume root is a file: {root}")
-    if root.is_dir() and any(root.iterdir()):
-        if _is_complete(root, params, files):
-            return {**result, "reused": True}
-        if not overwrite:
-            raise UserError(f"{root} is not empty and holds no demo volume set made with these "
-                            "parameters; choose another folder or pass overwrite (--overwrite)")
-        for split in SPLITS:
-            if (root / split).exists():
-                shutil.rmtree(root / split)
-        (root / MANIFEST).unlink(missing_ok=True)
+    if prepare(root, MANIFEST, params, (p for paths in files.values() for p in paths), SPLITS,
+               overwrite, "demo volume set"):
+        return {**result, "reused": True}
 
     meta = VolumeMeta(affine=affine, spacing=(SPACING,) * 3, format="nifti")
     for split_index, (split, n) in enumerate((("train", n_train), ("test", n_test))):
@@ -151,31 +135,15 @@ def make_demo_volumes(
             write_volume(files[f"{split}B"][i], full, meta)
     for split in SPLITS:  # empty splits still get their folders
         (root / split).mkdir(parents=True, exist_ok=True)
-    (root / MANIFEST).write_text(json.dumps({**params, "affine": affine.tolist()}, indent=2)
-                                 + "\n")
+    write_manifest(root, MANIFEST, {**params, "affine": affine.tolist()})
     return result
-
-
-def _is_complete(root: Path, params: dict, files: dict[str, list[Path]]) -> bool:
-    try:
-        saved = json.loads((root / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in params.items()):
-        return False
-    return all(p.is_file() for paths in files.values() for p in paths)
 
 
 @exits_cleanly
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m revgan.demo.volumes",
-                                     description="Write the built-in paired 3D demo volumes.")
-    parser.add_argument("root", type=Path, help="output folder")
+    parser = command_line("python -m revgan.demo.volumes",
+                          "Write the built-in paired 3D demo volumes.", n_train=8, n_test=2)
     parser.add_argument("--shape", type=int, nargs=3, default=(32, 32, 32))
-    parser.add_argument("--n_train", "--n-train", type=int, default=8)
-    parser.add_argument("--n_test", "--n-test", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     info = make_demo_volumes(args.root, n_train=args.n_train, n_test=args.n_test,
                              shape=args.shape, seed=args.seed, overwrite=args.overwrite)
