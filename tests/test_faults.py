@@ -410,3 +410,14 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(data, tmp_path):
     assert line.startswith("revgan: stopped by SIGTERM at epoch 1, iteration 4"), line
     state = load_checkpoint(tmp_path / "run", "latest", {}, torch.device("cpu"), True)
     assert state["counters"] == {"epoch": 1, "epoch_iter": 4, "total_iters": 4, "world": 2}
+
+
+def test_overwrite_replaces_the_run_under_its_lock(trained, data, tmp_path):
+    """--overwrite empties the run folder but for the lock it holds, then trains afresh."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "web").mkdir(exist_ok=True)
+    (run / "web" / "old.html").write_text("old")
+    run_cli(*train_args(data, tmp_path, "run", "--overwrite", "--n_epochs_decay", "0"))
+    assert not (run / "web" / "old.html").exists() and not (run / LOCK_NAME).exists()
+    assert load_training_state(run / "latest_train_state.pt")["counters"]["total_iters"] == 6
