@@ -155,6 +155,16 @@ def test_serve_without_the_app_extra_says_how_to_install(tmp_path, capsys, monke
     assert "pip install 'revgan[app]'" in line
 
 
+def test_serve_refuses_a_bad_port_in_one_line(tmp_path, capsys, require):
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        gradio = None
+    require(gradio is not None, "needs gradio: pip install -e \".[test]\"")
+    line = cli_error(capsys, "serve", "--model_dir", tmp_path, "--port", "70000")
+    assert "--port must be in 1..65535" in line
+
+
 # --- the page in a real browser ----------------------------------------------------------
 
 
@@ -203,12 +213,11 @@ def page_url(run_2d, require):
         gradio = None
     require(gradio is not None, "the web app test needs gradio: pip install -e \".[test]\"")
     from revgan.api import Translator
-    from revgan.app.server import build_app
+    from revgan.app.server import build_app, launch
 
-    page = build_app(Translator(run_2d), max_upload_mb=16)
+    page = build_app(Translator(run_2d), max_upload_mb=1)
     port = _free_port()
-    page.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True, allowed_paths=[str(page.revgan_work)])
+    launch(page, "127.0.0.1", port, max_upload_mb=1, block=False)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -276,3 +285,18 @@ def test_unreadable_upload_shows_a_line_in_the_page(browser, page_url, tmp_path)
     text = _wait(lambda: browser.find_element(By.ID, "status").text, 60, "the status line")
     assert text.startswith("Error:") and "broken.png" in text
     assert "Traceback" not in browser.page_source
+
+
+@pytest.mark.browser
+def test_oversized_upload_is_refused_in_the_page(browser, page_url, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    big = tmp_path / "big.png"
+    big.write_bytes(bytes(2 * 2**20))  # the page fixture accepts 1 MB
+    browser.get(page_url)
+    file_input = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"),
+                       60, "the upload field")[0]
+    file_input.send_keys(str(big))
+    body = _wait(lambda: (lambda t: t if "maximum allowed size" in t else "")(
+        browser.find_element(By.TAG_NAME, "body").text), 30, "the size message")
+    assert "big.png" in body and "Traceback" not in browser.page_source

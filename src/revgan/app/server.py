@@ -193,10 +193,17 @@ def serve(args: ServeOptions) -> None:
     page = build_app(translator, args.max_upload_mb)
     print(f"revgan serve: http://{args.host}:{args.port} (Ctrl+C stops)")
     try:
-        page.launch(server_name=args.host, server_port=args.port, share=False,
-                    max_file_size=f"{args.max_upload_mb}mb", quiet=True,
-                    allowed_paths=[str(page.revgan_work)])
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        launch(page, args.host, args.port, args.max_upload_mb)
     finally:
         shutil.rmtree(page.revgan_work, ignore_errors=True)
+
+
+def launch(page, host: str, port: int, max_upload_mb: float, block: bool = True) -> None:
+    """Serve ``page`` on ``host:port``; uploads above ``max_upload_mb`` are refused by the
+    page itself. ``block=False`` returns once the server runs (``page.close()`` stops it)."""
+    try:
+        page.launch(server_name=host, server_port=port, share=False, quiet=True,
+                    max_file_size=int(max_upload_mb * 2**20), prevent_thread_lock=not block,
+                    allowed_paths=[str(page.revgan_work)])
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
