@@ -69,4 +69,5 @@ def assert_grads_equal(actual: list, expected: list, rtol: float = 1e-5, floor: 
         error, size = (a.double() - b.double()).norm().item(), b.double().norm().item()
         if not error <= rtol * size + floor * total:
             bad.append(f"tensor {i} {tuple(b.shape)}: error {error:.3g}, norm {size:.3g}")
-    assert not bad, f"total gradient norm {total:.3g}; " + "; ".join(bad)
+    assert not bad, (f"{len(bad)} of {len(pairs)} tensors differ (total gradient norm "
+                     f"{total:.3g}): " + "; ".join(bad[:5]))
