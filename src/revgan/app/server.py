@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from revgan.reporting.visuals import to_display
 
 INSTALL_HINT = "revgan serve needs the web app extra: pip install 'revgan[app]'"
 LOG = logging.getLogger("revgan.app")
+KEEP_S = 3600  # uploads and results (medical images, perhaps) are deleted after an hour
 
 
 @dataclass
@@ -129,6 +131,14 @@ def translate_upload(translator: Translator, files: list[Path], direction: str,
     return to_display(torch.from_numpy(image), dims=2), _image_display(result), target
 
 
+def prune(work: Path, max_age_s: float = KEEP_S) -> None:
+    """Delete the request folders in ``work`` older than ``max_age_s``."""
+    cutoff = time.time() - max_age_s
+    for folder in work.iterdir():
+        if folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def friendly_error(exc: Exception) -> str:
     """One line for the page: a user error as it is, anything else as its first line."""
     if isinstance(exc, UserError):
@@ -152,6 +162,7 @@ def build_app(translator: Translator, max_upload_mb: float = 1024.0, work: Path 
 
     def run(uploaded: Any, direction: str):
         files = [Path(getattr(f, "name", f)) for f in (uploaded or [])]
+        prune(work)
         try:
             shown_in, shown_out, result = translate_upload(translator, files, direction, work,
                                                            max_bytes)
@@ -159,7 +170,9 @@ def build_app(translator: Translator, max_upload_mb: float = 1024.0, work: Path 
             return None, None, None, f"**Error:** {friendly_error(exc)}"
         return shown_in, shown_out, str(result), f"Done: `{result.name}`"
 
-    with gr.Blocks(title="revgan", analytics_enabled=False) as page:
+    # Gradio's own copies of uploads and results go after the same time.
+    with gr.Blocks(title="revgan", analytics_enabled=False,
+                   delete_cache=(KEEP_S, KEEP_S)) as page:
         gr.Markdown(f"## revgan: {Path(translator.model_dir).name}\n"
                     f"{config.model}, {config.netG}, {translator.dims}D. Upload an {kind}, "
                     "choose the direction and translate.")
