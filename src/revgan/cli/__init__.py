@@ -1,5 +1,1 @@
-"""The ``revgan`` command line: one sub-command per job."""
-
-from revgan.cli.main import main
-
-__all__ = ["main"]
+"""The ``revgan`` command line: one sub-command per job (``revgan.cli.main``)."""
