@@ -24,6 +24,7 @@ import torch
 
 from revgan.api import Translator
 from revgan.config import REQUIRED, option, select_device
+from revgan.data.dicom import is_dicom_file
 from revgan.data.volumes import volume_stem, volume_suffix
 from revgan.errors import UserError
 from revgan.reporting.visuals import to_display
@@ -83,14 +84,14 @@ def output_name(source: Path, direction: str, dims: int) -> str:
 
 def stage_upload(files: list[Path], folder: Path, max_bytes: float) -> Path:
     """Copy the uploaded files into ``folder`` and return what to translate: the one file,
-    or (several files) the folder, read as one DICOM series."""
+    or a folder of the DICOM files (several files: one series)."""
     if not files:
         raise UserError("upload an image, a volume or the files of one DICOM series first")
     total = sum(f.stat().st_size for f in files)
     if total > max_bytes:
         raise UserError(f"the upload is {total / 2**20:.1f} MB; this server accepts at most "
                         f"{max_bytes / 2**20:.0f} MB (revgan serve --max_upload_mb)")
-    if len(files) == 1:
+    if len(files) == 1 and not is_dicom_file(Path(files[0])):
         target = folder / Path(files[0]).name
         shutil.copyfile(files[0], target)
         return target
