@@ -52,9 +52,10 @@ def cmd_test(argv: list[str]) -> None:
 
 
 def cmd_demo(argv: list[str]) -> None:
-    from revgan.demo.run import main as demo_main
+    from revgan.cli.options import parse_command
+    from revgan.demo.run import DemoOptions, run_demo
 
-    demo_main(argv)
+    run_demo(parse_command(DemoOptions, argv, "revgan demo", COMMANDS["demo"]))
 
 
 def cmd_translate(argv: list[str]) -> None:
