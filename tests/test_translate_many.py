@@ -115,3 +115,29 @@ def test_skip_existing_and_overwrite_contradict(run_dir, tmp_path, capsys):
                      "--overwrite")
     assert "--overwrite" in line and "--skip_existing" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_rss_benchmark_sees_growth_and_flatness():
+    """benchmarks/bench_translate_many.py's summary: a leak of 0.1 MB per file shows as
+    +90 MB after the warm-up and +10 MB per 100 files; a flat run shows neither."""
+    import importlib.util
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))  # the script imports benchmarks/harness.py
+    try:
+        spec = importlib.util.spec_from_file_location("_bench_translate_many",
+                                                      bench_dir / "bench_translate_many.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(bench_dir))
+    files = 1000
+    leaking = [(i * 0.1, i, 400 + 0.1 * i) for i in range(files + 1)]
+    summary = bench.summarize(leaking, files)
+    assert summary["growth_after_warmup_mb"] == pytest.approx(90.0)
+    assert summary["slope_mb_per_100_files"] == pytest.approx(10.0)
+    flat = [(i * 0.1, i, 400 + (i % 2) * 0.5) for i in range(files + 1)]
+    summary = bench.summarize(flat, files)
+    assert abs(summary["growth_after_warmup_mb"]) <= 0.5
+    assert abs(summary["slope_mb_per_100_files"]) < 0.01
+    assert summary["rss_peak_mb"] == 400.5 and summary["files_at_end"] == files
