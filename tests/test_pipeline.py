@@ -80,6 +80,21 @@ def test_single_direction_test_model(data, tmp_path):
     # any input size: 32x32 is not needed, the generator pads to its stride and crops back
     image = Image.open(next((out / "fake_A").glob("*.png")))
     assert image.size == (32, 32)
+    # the written pixels are the generator's own B->A translation of each test image
+    from revgan.data.images import read_image
+    from revgan.infer.load import load_generator
+
+    G, _ = load_generator(ck / "run", "latest", torch.device("cpu"))
+    sources = sorted((data["unpaired"] / "testB").iterdir())
+    assert [p.stem for p in sorted((out / "fake_A").glob("*.png"))] == [p.stem for p in sources]
+    for source in sources:
+        x = torch.from_numpy(read_image(source, 3)[0])[None]
+        with torch.no_grad():
+            expected = G(x, "BtoA").clamp(-1, 1)[0].numpy()
+            other_direction = G(x, "AtoB").clamp(-1, 1)[0].numpy()
+        written = read_image(out / "fake_A" / f"{source.stem}.png", 3)[0]
+        assert np.abs(written - expected).max() <= 1 / 255 + 1e-6  # 8-bit rounding only
+        assert np.abs(written - other_direction).max() > 0.05
 
 
 def _interrupt_after(monkeypatch, saves: int, label: str = "latest") -> None:
