@@ -201,14 +201,21 @@ class FaultHooks:
 def resume_command() -> str:
     """The command line that resumes this run: this one, with ``--continue_train``."""
     argv = list(sys.argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if argv[1:2] == ["train"]:
-        prefix, args = ["revgan", "train"], argv[2:]
+        program, args = ["revgan"] if world == 1 else ["-m", "revgan.cli.main"], argv[1:]
     elif Path(argv[0]).name == "train.py":
-        prefix, args = ["python", argv[0]], argv[1:]
+        program, args = ["python", argv[0]] if world == 1 else [argv[0]], argv[1:]
     else:  # called as a library: the options are not on a command line
         return "revgan train <the same options> --continue_train"
     args = [a for a in args if a not in ("--continue_train", "--overwrite")]
-    return shlex.join([*prefix, *args, "--continue_train"])
+    command = shlex.join([*program, *args, "--continue_train"])
+    if world > 1:
+        nodes = world // int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        launcher = f"torchrun --nproc_per_node {world // nodes}" if nodes == 1 else \
+            "torchrun <the same launcher options>"
+        command = f"{launcher} {command}"
+    return command
 
 
 class Trainer:
