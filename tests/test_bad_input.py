@@ -465,8 +465,14 @@ def test_36_export_btoa_of_pix2pix(pix2pix_run, capsys):
 
 
 def test_37_fid_on_missing_folders(tmp_path, capsys):
-    line = cli_error(capsys, "fid", tmp_path / "real", tmp_path / "fake")
-    assert "real" in line or "fid" in line  # without revgan[fid]: the install hint
+    """The line names the folder that is missing (revgan[fid] is part of the [test] extra)."""
+    real, fake = tmp_path / "real", tmp_path / "fake"
+    line = cli_error(capsys, "fid", real, fake)
+    assert line == f"revgan: error: image folder not found: {real}"
+    for i in range(2):
+        random_png(real / f"{i}.png")
+    line = cli_error(capsys, "fid", real, fake)
+    assert line == f"revgan: error: image folder not found: {fake}"
 
 
 # --- sizes not divisible by the network's stride ---------------------------------------------
