@@ -30,7 +30,9 @@ def _row(results: dict, config: str, depth: int) -> dict:
     return row
 
 
-def test_json_structure(results):
+def test_smoke_memory_benchmark_json_and_verdicts(results):
+    """A smoke run (timings of a tiny net say nothing); what is checked is the file's
+    structure and that every verdict follows from its own numbers."""
     data = json.loads(json.dumps(results))  # serialisable as is
     assert {"machine", "settings", "measurements", "ratios", "targets", "roundtrip"} <= set(data)
     assert data["machine"]["torch"] and data["machine"]["threads"] >= 1
@@ -40,8 +42,10 @@ def test_json_structure(results):
         assert m["time_s"] > 0 and m["grad_bytes"] > 0 and m["param_bytes"] > 0
     ratio = [r for r in data["ratios"]["memory"] if r["config"] == "plain_core"][0]
     assert ratio["depths"] == [4, 2]
-    statuses = {t["status"] for t in data["targets"]}
-    assert statuses <= {"PASS", "MISS"} and statuses
+    assert data["targets"]
+    for target in data["targets"]:
+        meets = target["measured"] <= target["bound"]
+        assert target["status"] == ("PASS" if meets else "MISS"), target
 
 
 def test_reversible_core_holds_less_than_plain(results):
