@@ -272,6 +272,18 @@ def test_full_disk_keeps_the_previous_checkpoint(data, tmpfs, capsys):
     assert load_training_state(run / "latest_train_state.pt")["counters"]["total_iters"] == 12
 
 
+def test_full_disk_while_writing_results_is_one_line(trained, data, tmpfs, capsys):
+    """`revgan test` writing its results to a full disk: exit 2, one line naming the file,
+    no partial file left."""
+    free = os.statvfs(tmpfs).f_bavail * os.statvfs(tmpfs).f_frsize
+    (tmpfs / "filler").write_bytes(b"\0" * (free - 12 * 1024))
+    line = cli_error(capsys, "test", "--dataroot", data["unpaired"], "--name", "run",
+                     "--checkpoints_dir", trained.parent, "--results_dir", tmpfs / "res",
+                     "--model", "unpaired_revgan", "--gpu_ids", "-1", "--no_progress")
+    assert "No space left on device" in line and "the partial file is removed" in line, line
+    assert not [p for p in tmpfs.rglob("*") if p.name.endswith((".tmp", ".pending"))]
+
+
 def test_file_size_limit_keeps_the_previous_checkpoint(data, tmp_path):
     """RLIMIT_FSIZE (works without root): a write past it fails with EFBIG."""
     run_cli(*train_args(data, tmp_path, "run", "--n_epochs_decay", "0"))

@@ -54,8 +54,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.replace(temp, path)
     except OSError as exc:
         if exc.errno in NO_SPACE:
+            kept = "; the earlier version is kept" if path.exists() else ""
             raise DiskFullError(f"cannot write {path}: {exc.strerror} (disk full, quota or "
-                                "file-size limit); the previous version is kept") from exc
+                                f"file-size limit); the partial file is removed{kept}") from exc
         raise
     finally:
         if temp is not None:
