@@ -89,6 +89,10 @@ class ModelOptions:
     no_dropout: bool = option(False, "no dropout in the generator", architecture=True)
     coupling: str = option("additive", "coupling of the reversible core",
                            choices=("additive", "affine"), architecture=True)
+    upsample: str = option("transpose", "x2 layers of the ResNet/RevGAN decoders: transpose "
+                           "(ConvT3 s2, the reference) or resize (nearest x2 + conv3: no "
+                           "checkerboard artifacts)", choices=("transpose", "resize"),
+                           architecture=True)
     n_downsampling: int | None = option(None, "stride-2 layers in the generator's encoder "
                                               "(default: 2; 1 for edsrF)", architecture=True)
     use_naive: bool = option(False, "plain autograd in the reversible core (no memory saving)")

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from revgan.config import RunConfig
+from revgan.data.domains import ends
 from revgan.data.transforms import pad_to_multiple
 from revgan.engine.reversible import ReversibleSequence
 from revgan.errors import UserError
@@ -53,11 +54,12 @@ def build_generator(opt: RunConfig, kind: str) -> nn.Module:
         return define_rev_G(opt.netG, opt.input_nc, opt.output_nc, opt.ngf, opt.norm, opt.dims,
                             opt.n_downsampling, opt.coupling, not opt.use_naive,
                             opt.fully_reversible, opt.init_type, opt.init_gain, dropout,
-                            fixed_point=not opt.float_couplings, keep_blocks=opt.keep_blocks)
+                            fixed_point=not opt.float_couplings, keep_blocks=opt.keep_blocks,
+                            upsample=opt.upsample)
     down = 2 if opt.n_downsampling is None else opt.n_downsampling
     make = lambda i, o: define_G(opt.netG, i, o, opt.ngf, opt.norm, dropout,  # noqa: E731
                                  opt.dims, opt.init_type, opt.init_gain, down,
-                                 opt.uncancelled_bias)
+                                 opt.uncancelled_bias, opt.upsample)
     if kind == "pair":
         return GeneratorPair(make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc))
     return OneWay(make(opt.input_nc, opt.output_nc))
@@ -128,11 +130,10 @@ def restore_schedule_position(scheduler, saved: dict) -> None:
 class BaseModel:
     """Holds networks, optimisers, schedulers, scalers and pools of one objective.
 
-    Subclasses set ``loss_names`` and ``visual_names`` and implement ``forward``,
+    Subclasses set ``visual_names`` and implement ``forward``,
     ``optimize_parameters`` and ``test_visuals``.
     """
 
-    loss_names: list[str] = []
     visual_names: list[str] = []
 
     def __init__(self, opt: RunConfig, device: torch.device):
@@ -182,7 +183,7 @@ class BaseModel:
     # -- data ---------------------------------------------------------------------------
     def set_input(self, data: dict) -> None:
         """Model domain A is data folder A, or B when training runs B→A (as upstream)."""
-        source, target = ("A", "B") if self.opt.direction == "AtoB" else ("B", "A")
+        source, target = ends(self.opt.direction)
         self.real_A = data[source].to(self.device) if source in data else None
         self.real_B = data[target].to(self.device) if target in data else None
         paths = data.get(f"{source}_paths") or data.get("A_paths")

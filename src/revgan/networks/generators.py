@@ -59,14 +59,16 @@ def resnet_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: i
 
 
 def resnet_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int,
-                kernel: int = 7, pad=layers.reflection_pad) -> list[nn.Module]:
-    """n_downsampling x [ConvT3 s2 (/2 ch), Norm, ReLU], then Pad, Conv<kernel>, Tanh."""
+                kernel: int = 7, pad=layers.reflection_pad, upsample: str = "transpose"
+                ) -> list[nn.Module]:
+    """n_downsampling x [Up x2 (/2 ch), Norm, ReLU], then Pad, Conv<kernel>, Tanh.
+
+    ``upsample``: see :func:`revgan.networks.layers.upsample_x2` (default: ConvT3 s2)."""
     norm_layer, bias = layers.norm_layer(dims, norm), layers.uses_bias(norm)
     mods: list[nn.Module] = []
     for i in range(n_downsampling):
         ch = ngf * 2 ** (n_downsampling - i)
-        mods += [layers.conv_transpose(dims, ch, ch // 2, kernel_size=3, stride=2, padding=1,
-                                       output_padding=1, bias=bias),
+        mods += [layers.upsample_x2(dims, ch, ch // 2, upsample, bias),
                  norm_layer(ch // 2),
                  nn.ReLU(True)]
     mods += [pad(dims, kernel // 2),
@@ -101,7 +103,7 @@ class ResnetGenerator(nn.Module):
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
                  n_blocks: int = 9, n_downsampling: int = 2, use_dropout: bool = False,
-                 dims: int = 2):
+                 dims: int = 2, upsample: str = "transpose"):
         super().__init__()
         if n_blocks < 0 or n_downsampling < 0:
             raise UserError("n_blocks and n_downsampling must be >= 0")
@@ -111,7 +113,7 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(
             *resnet_head(input_nc, ngf, n_downsampling, norm, dims),
             *[ResnetBlock(core_ch, norm, use_dropout, dims) for _ in range(n_blocks)],
-            *resnet_tail(output_nc, ngf, n_downsampling, norm, dims))
+            *resnet_tail(output_nc, ngf, n_downsampling, norm, dims, upsample=upsample))
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
@@ -221,8 +223,11 @@ def unet_num_downs(name: str, dims: int) -> int | None:
 def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
              use_dropout: bool = False, dims: int = 2, init_type: str = "normal",
              init_gain: float = 0.02, n_downsampling: int = 2,
-             uncancelled_bias: bool = False) -> nn.Module:
+             uncancelled_bias: bool = False, upsample: str = "transpose") -> nn.Module:
     """Build and initialise a baseline generator by name (see ``G_PATTERNS``).
+
+    ``upsample``: the ResNet decoder's x2 layers (U-Nets keep their ConvT4 s2, whose kernel
+    the stride divides, so it has no checkerboard of its own).
 
     ``uncancelled_bias``: U-Nets get a bias on the two down convolutions no norm follows,
     as pix2pix's U-Net has with instance norm (imported checkpoints need it)."""
@@ -230,7 +235,7 @@ def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str 
     n_blocks = parse_resnet_blocks(netG)
     if n_blocks is not None:
         net: nn.Module = ResnetGenerator(input_nc, output_nc, ngf, norm, n_blocks,
-                                         n_downsampling, use_dropout, dims)
+                                         n_downsampling, use_dropout, dims, upsample)
     else:
         downs = unet_num_downs(netG, dims)
         if downs is None:

@@ -25,6 +25,24 @@ def conv_transpose(dims: int, *args, **kwargs) -> nn.Module:
     return (nn.ConvTranspose2d, nn.ConvTranspose3d)[_check_dims(dims) - 2](*args, **kwargs)
 
 
+UPSAMPLES = ("transpose", "resize")
+
+
+def upsample_x2(dims: int, ch_in: int, ch_out: int, mode: str, bias: bool) -> nn.Module:
+    """Double the spatial size: ``transpose`` is a ConvTranspose 3 s2 (the reference's
+    decoders); ``resize`` is nearest-neighbour x2 then a 3-wide conv, which spreads every
+    input over the output evenly and so cannot make the checkerboard pattern that a 3-wide
+    kernel at stride 2 makes (uneven overlap: Odena et al., Distill 2016)."""
+    if mode == "transpose":
+        return conv_transpose(dims, ch_in, ch_out, kernel_size=3, stride=2, padding=1,
+                              output_padding=1, bias=bias)
+    if mode == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                             replication_pad(dims, 1),
+                             conv(dims, ch_in, ch_out, kernel_size=3, bias=bias))
+    raise UserError(f"unknown upsampling '{mode}'; choose one of {', '.join(UPSAMPLES)}")
+
+
 def reflection_pad(dims: int, padding: int) -> nn.Module:
     return (nn.ReflectionPad2d, nn.ReflectionPad3d)[_check_dims(dims) - 2](padding)
 

@@ -110,10 +110,11 @@ def edsr_head(input_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
     return resnet_head(input_nc, ngf, n_downsampling, norm, dims, 5, layers.replication_pad)
 
 
-def edsr_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int
-              ) -> list[nn.Module]:
-    """n_downsampling x [ConvT3 s2 (/2 ch), Norm, ReLU], then ReplPad2, Conv5, Tanh."""
-    return resnet_tail(output_nc, ngf, n_downsampling, norm, dims, 5, layers.replication_pad)
+def edsr_tail(output_nc: int, ngf: int, n_downsampling: int, norm: str, dims: int,
+              upsample: str = "transpose") -> list[nn.Module]:
+    """n_downsampling x [Up x2 (/2 ch), Norm, ReLU], then ReplPad2, Conv5, Tanh."""
+    return resnet_tail(output_nc, ngf, n_downsampling, norm, dims, 5, layers.replication_pad,
+                       upsample)
 
 
 # --------------------------------------------------------------------------- RevGAN generator
@@ -137,7 +138,7 @@ class RevGenerator(nn.Module):
                  n_downsampling: int = 2, norm: str = "instance", coupling: str = "additive",
                  dims: int = 2, memory_saving: bool = True, use_dropout: bool = False,
                  style: str = "resnet", zero_init: bool = True, fixed_point: bool = True,
-                 keep_blocks: int = 0):
+                 keep_blocks: int = 0, upsample: str = "transpose"):
         super().__init__()
         _check_choice(coupling, COUPLINGS, "coupling")
         _check_choice(style, STYLES, "generator style")
@@ -150,8 +151,10 @@ class RevGenerator(nn.Module):
                           else (edsr_head, edsr_tail, edsr_fg))
         self.encoder_A = nn.Sequential(*head(input_nc_A, ngf, n_downsampling, norm, dims))
         self.encoder_B = nn.Sequential(*head(input_nc_B, ngf, n_downsampling, norm, dims))
-        self.decoder_A = nn.Sequential(*tail(input_nc_A, ngf, n_downsampling, norm, dims))
-        self.decoder_B = nn.Sequential(*tail(input_nc_B, ngf, n_downsampling, norm, dims))
+        self.decoder_A = nn.Sequential(*tail(input_nc_A, ngf, n_downsampling, norm, dims,
+                                             upsample=upsample))
+        self.decoder_B = nn.Sequential(*tail(input_nc_B, ngf, n_downsampling, norm, dims,
+                                             upsample=upsample))
         half = ngf * 2**n_downsampling // 2
         out = half * _out_mult(coupling)
         blocks = [_coupling(coupling,
@@ -346,7 +349,8 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
                  coupling: str = "additive", memory_saving: bool = True,
                  fully_reversible: bool = False, init_type: str = "normal",
                  init_gain: float = 0.02, use_dropout: bool = False,
-                 fixed_point: bool = True, keep_blocks: int = 0) -> nn.Module:
+                 fixed_point: bool = True, keep_blocks: int = 0,
+                 upsample: str = "transpose") -> nn.Module:
     """Build and initialise a reversible generator pair by name (see ``REV_G_PATTERNS``).
 
     ``fixed_point=False``: the RevGAN core's additive couplings sum in plain float, as the
@@ -354,9 +358,14 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
 
     ``n_downsampling=None`` picks the style's reference value: 2 for the resnet style, 1 for
     the edsr style (``edsrF_<N>``, and ``resnet_<N>blocks`` in 3D). ``keep_blocks``: see
-    :class:`~revgan.engine.reversible.ReversibleSequence`.
+    :class:`~revgan.engine.reversible.ReversibleSequence`. ``upsample``: the decoders' x2
+    layers (:func:`revgan.networks.layers.upsample_x2`); the fully reversible generator
+    has invertible decoders and only ``transpose`` (its default design).
     """
     style, n_blocks = parse_rev_name(netG, dims)
+    if fully_reversible and upsample != "transpose":
+        raise UserError("--upsample resize needs a RevGAN generator with plain decoders "
+                        "(not --fully_reversible)")
     if n_downsampling is None:
         n_downsampling = 2 if style == "resnet" else 1
     if fully_reversible:
@@ -366,5 +375,6 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
     else:
         net = RevGenerator(input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, norm,
                            coupling, dims, memory_saving, use_dropout, style,
-                           fixed_point=fixed_point, keep_blocks=keep_blocks)
+                           fixed_point=fixed_point, keep_blocks=keep_blocks,
+                           upsample=upsample)
     return init_weights(net, init_type, init_gain)

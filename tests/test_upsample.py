@@ -1,0 +1,50 @@
+"""Decoder x2 layers: ``--upsample transpose`` (reference) and ``resize`` (no checkerboard)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from revgan.errors import UserError
+from revgan.networks import layers
+from revgan.networks.generators import define_G
+from revgan.networks.reversible_generators import define_rev_G
+
+
+def _checker(x: torch.Tensor) -> float:
+    """Mean |response| of the 2-D checkerboard filter over the last two axes."""
+    r = x[..., :-1, :-1] - x[..., :-1, 1:] - x[..., 1:, :-1] + x[..., 1:, 1:]
+    return float(r.abs().mean())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_resize_upsampling_has_no_checkerboard(dims):
+    torch.manual_seed(0)
+    flat = torch.ones((1, 4) + (6,) * dims)  # a constant feature map
+    up = {m: layers.upsample_x2(dims, 4, 2, m, bias=False) for m in layers.UPSAMPLES}
+    outs = {m: net(flat) for m, net in up.items()}
+    assert all(o.shape == (1, 2) + (12,) * dims for o in outs.values())
+    inner = (..., *(slice(2, -2),) * dims)  # away from the padded border
+    # a stride-2 3-wide transposed conv covers even and odd outputs with different taps
+    assert _checker(outs["transpose"][inner]) > 1e-3
+    assert _checker(outs["resize"][inner]) < 1e-6
+    with pytest.raises(UserError, match="upsampling"):
+        layers.upsample_x2(dims, 4, 2, "bilinear", bias=False)
+
+
+def test_generators_take_the_upsampling_option():
+    x = torch.randn(1, 3, 16, 16)
+    for up in layers.UPSAMPLES:
+        G = define_rev_G("resnet_2blocks", 3, 3, ngf=4, upsample=up)
+        kinds = {type(m).__name__ for m in G.decoder_B.modules()}
+        assert ("ConvTranspose2d" in kinds) == (up == "transpose")
+        assert ("Upsample" in kinds) == (up == "resize")
+        assert G(x, "AtoB").shape == G(x, "BtoA").shape == x.shape
+        # the reversible core is untouched: its inverse undoes it (up to the 2**-16 snap)
+        h = G.encode(x, "A")
+        torch.testing.assert_close(G.core.inverse(G.core(h)), h, atol=2**-16, rtol=0)
+        R = define_G("resnet_2blocks", 3, 3, ngf=4, upsample=up)
+        assert ("Upsample" in {type(m).__name__ for m in R.modules()}) == (up == "resize")
+        assert R(x).shape == x.shape
+    with pytest.raises(UserError, match="fully_reversible"):
+        define_rev_G("resnet_2blocks", 3, 3, ngf=4, fully_reversible=True, upsample="resize")
