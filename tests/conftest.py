@@ -27,7 +27,8 @@ def require_prerequisite(condition: bool, reason: str) -> None:
         return
     if strict():
         pytest.fail(f"{reason} ({STRICT_VARIABLE}=1 makes this a failure)", pytrace=False)
-    pytest.skip(reason)
+    # reported at the test's own location, not this line's (as a skipif mark is)
+    raise pytest.skip.Exception(reason, _use_item_location=True)
 
 
 @pytest.fixture(scope="session")
