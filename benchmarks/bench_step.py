@@ -7,10 +7,11 @@
 One full iteration (G and D steps, optimiser steps included) after two warm-up iterations,
 for every row of a setting (input side, generator width). Per row: peak step memory
 (CPU: sampled glibc heap above the level before the step; CUDA: max_memory_allocated),
-median s/iter, FLOPs per iteration (``FlopCounterMode``) and achieved GFLOP/s, parameters,
-and ratios to the row's baseline. All rows of a setting are built at once and timed in
-rounds (one iteration of every row per round); a time ratio is the median over rounds of
-the ratio within a round, so load changes on a shared machine cancel.
+s/iter (best and median of the timed iterations), FLOPs per iteration (``FlopCounterMode``)
+and achieved GFLOP/s, parameters, and ratios to the row's baseline. All rows of a setting
+are built at once and timed in rounds (one iteration of every row per round). Time ratios
+use the best iteration of each row: on a shared machine other processes only ever add
+time, so the minimum is the least disturbed estimate.
 
 Baselines are upstream-style (one summed backward): ``cycle_gan`` for the unpaired rows,
 ``pix2pix`` with ``resnet_9blocks`` for the paired rows; pix2pix's U-Net is a row too.
@@ -47,6 +48,7 @@ from revgan.train.plan import (
 )
 
 MiB = 2.0**20
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
@@ -137,12 +139,12 @@ def measure_setting(setting: Setting, selected: list[Row], device: torch.device,
             times[label].append(time_step(model))
     for label, result in results.items():
         result["times"] = times[label]
-        result["s_per_iter"] = statistics.median(times[label])
+        result["s_per_iter"] = min(times[label])
+        result["s_per_iter_median"] = statistics.median(times[label])
         result["gflops_per_s"] = result["flops"] / result["s_per_iter"] / 1e9
         base = result["baseline"]
         if base in results:
-            result["time_ratio"] = statistics.median(
-                t / b for t, b in zip(times[label], times[base]))
+            result["time_ratio"] = result["s_per_iter"] / min(times[base])
             result["memory_ratio"] = result["peak_bytes"] / results[base]["peak_bytes"]
     del models
     gc.collect()
@@ -177,22 +179,24 @@ def markdown(report: dict) -> str:
              f"{report['loadavg_end']} at end; {report['seconds']:.0f} s. "
              f"Command: `{report['command']}`", "",
              "peak = peak step memory above the level before the step (weights, gradients "
-             "and optimiser state excluded; CPU: sampled heap, a lower bound); time = median "
-             f"of {report['repeats']} iterations after 2 warm-up ones; ratios are to the "
-             "row named in 'vs' (time: median over rounds of the within-round ratio). "
+             "and optimiser state excluded; CPU: sampled heap, a lower bound); s/iter = best "
+             f"(and median) of {report['repeats']} iterations after 2 warm-up ones, timed in "
+             "rounds across the rows; ratios are to the row named in 'vs' (time: best to "
+             "best). "
              "'grouped'/'summed': backward per group of loss terms / one summed backward "
              "(RevGAN default grouped, baselines summed as upstream).", ""]
     for result in report["settings"].values():
         s = result["setting"]
         ngf = f"ngf {s['ngf']}" if s["ngf"] else "model default ngf"
         lines += [f"## {s['dims']}D, side {s['side']}, {ngf}", "",
-                  "| row | vs | params G / D (M) | GFLOP/iter | s/iter | GFLOP/s | peak MiB | "
-                  "time ratio | memory ratio |",
+                  "| row | vs | params G / D (M) | GFLOP/iter | s/iter best (median) | GFLOP/s | "
+                  "peak MiB | time ratio | memory ratio |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for label, r in result["rows"].items():
             lines.append(
                 f"| {label} | {r['baseline'] or '(baseline)'} | {r['params_G'] / 1e6:.2f} / "
-                f"{r['params_D'] / 1e6:.2f} | {r['flops'] / 1e9:.1f} | {r['s_per_iter']:.3f} | "
+                f"{r['params_D'] / 1e6:.2f} | {r['flops'] / 1e9:.1f} | {r['s_per_iter']:.3f} "
+                f"({r['s_per_iter_median']:.3f}) | "
                 f"{r['gflops_per_s']:.1f} | {r['peak_bytes'] / MiB:.1f} | "
                 f"{_fmt(r.get('time_ratio'), '.2f')} | {_fmt(r.get('memory_ratio'), '.2f')} |")
         lines.append("")
@@ -276,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     name = "step_quick" if args.quick else "step"
-    out = prepare_output(Path(args.out) if args.out else Path("benchmarks/results") /
-                         f"{name}.json", args.overwrite)
+    out = prepare_output(Path(args.out) if args.out else RESULTS / f"{name}.json",
+                         args.overwrite)
     md_path = prepare_output(out.with_suffix(".md"), args.overwrite)
     start = time.perf_counter()
     report = {"machine": machine_info(device), "amp": args.amp, "repeats": repeats,
