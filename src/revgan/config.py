@@ -93,6 +93,10 @@ class ModelOptions:
                            "(ConvT3 s2, the reference) or resize (nearest x2 + conv3: no "
                            "checkerboard artifacts)", choices=("transpose", "resize"),
                            architecture=True)
+    core_init: str = option("zero", "last conv of every F/G of the RevGAN core: zero (the core "
+                            "starts as the identity) or normal (--init_type; when F/G end in "
+                            "a norm, zero makes that norm amplify the first gradients ~300x)",
+                            choices=("zero", "normal"))
     n_downsampling: int | None = option(None, "stride-2 layers in the generator's encoder "
                                               "(default: 2; 1 for edsrF)", architecture=True)
     use_naive: bool = option(False, "plain autograd in the reversible core (no memory saving)")

@@ -350,7 +350,7 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
                  fully_reversible: bool = False, init_type: str = "normal",
                  init_gain: float = 0.02, use_dropout: bool = False,
                  fixed_point: bool = True, keep_blocks: int = 0,
-                 upsample: str = "transpose") -> nn.Module:
+                 upsample: str = "transpose", zero_init: bool = True) -> nn.Module:
     """Build and initialise a reversible generator pair by name (see ``REV_G_PATTERNS``).
 
     ``fixed_point=False``: the RevGAN core's additive couplings sum in plain float, as the
@@ -360,7 +360,8 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
     the edsr style (``edsrF_<N>``, and ``resnet_<N>blocks`` in 3D). ``keep_blocks``: see
     :class:`~revgan.engine.reversible.ReversibleSequence`. ``upsample``: the decoders' x2
     layers (:func:`revgan.networks.layers.upsample_x2`); the fully reversible generator
-    has invertible decoders and only ``transpose`` (its default design).
+    has invertible decoders and only ``transpose`` (its default design). ``zero_init``:
+    the core's F/G end in a zero-initialised conv (identity at init) or a normal one.
     """
     style, n_blocks = parse_rev_name(netG, dims)
     if fully_reversible and upsample != "transpose":
@@ -371,10 +372,11 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
     if fully_reversible:
         net: nn.Module = FullyReversibleGenerator(
             input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, coupling, dims,
-            memory_saving, norm=norm, use_dropout=use_dropout, keep_blocks=keep_blocks)
+            memory_saving, norm=norm, use_dropout=use_dropout, keep_blocks=keep_blocks,
+            zero_init=zero_init)
     else:
         net = RevGenerator(input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, norm,
                            coupling, dims, memory_saving, use_dropout, style,
                            fixed_point=fixed_point, keep_blocks=keep_blocks,
-                           upsample=upsample)
+                           upsample=upsample, zero_init=zero_init)
     return init_weights(net, init_type, init_gain)

@@ -1,4 +1,5 @@
-"""Decoder x2 layers: ``--upsample transpose`` (reference) and ``resize`` (no checkerboard)."""
+"""Generator options for translation quality: ``--upsample`` (decoder x2 layers: transpose,
+the reference, or resize, no checkerboard) and ``--core_init`` (RevGAN core F/G init)."""
 
 from __future__ import annotations
 
@@ -48,3 +49,34 @@ def test_generators_take_the_upsampling_option():
         assert R(x).shape == x.shape
     with pytest.raises(UserError, match="fully_reversible"):
         define_rev_G("resnet_2blocks", 3, 3, ngf=4, fully_reversible=True, upsample="resize")
+
+
+def _core_grad_norm(G) -> float:
+    torch.manual_seed(1)
+    x, y = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    (G(x, "AtoB") - y).abs().mean().backward()
+    return float(torch.sqrt(sum((p.grad**2).sum() for p in G.core.parameters())))
+
+
+def test_core_init():
+    x = torch.randn(1, 3, 16, 16)
+    torch.manual_seed(0)
+    zero = define_rev_G("resnet_2blocks", 3, 3, ngf=4)
+    torch.manual_seed(0)
+    normal = define_rev_G("resnet_2blocks", 3, 3, ngf=4, zero_init=False)
+    h = zero.encode(x, "A")
+    torch.testing.assert_close(zero.core(h), h, atol=2**-16, rtol=0)  # identity at init
+    assert (normal.core(h) - h).abs().max() > 0.1
+    # F/G end in an instance norm: after a zero conv it divides by sqrt(eps), so the first
+    # gradients of the core are hundreds of times larger than with a normal init
+    assert _core_grad_norm(zero) > 20 * _core_grad_norm(normal)
+    from revgan.models.base import build_generator
+    from revgan.models.registry import build_config
+
+    cfg = build_config("paired_revgan", is_train=False,
+                       values={"dataroot": ".", "netG": "resnet_2blocks", "ngf": 4,
+                               "core_init": "normal", "upsample": "resize"})
+    G = build_generator(cfg, "rev")
+    assert "Upsample" in {type(m).__name__ for m in G.modules()}
+    h = G.encode(x, "A")
+    assert (G.core(h) - h).abs().max() > 0.1
