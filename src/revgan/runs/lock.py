@@ -87,7 +87,8 @@ class RunLock:
                 raise RunFolderBusy(f"{self.folder} is locked by {_describe(owner)} and this "
                                     f"file system cannot tell whether it still runs; if it "
                                     f"does not, delete {self.path}")
-            if _pid_alive(int(owner.get("pid", 0))):
+            pid = owner.get("pid")
+            if isinstance(pid, int) and pid > 0 and _pid_alive(pid):
                 self._refuse(owner)
 
     def acquire(self) -> None:

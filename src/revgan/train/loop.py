@@ -409,10 +409,21 @@ class Trainer:
         return self.run_dir
 
     def _run_epoch(self, bar) -> None:
+        batches = iter(self._loader())
+        try:
+            self._run_steps(batches, bar)
+        finally:
+            # Workers ignore SIGTERM (_worker_init), so the terminate() Python's exit sends
+            # to them would not end them: stop them here, whatever ended the epoch.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+
+    def _run_steps(self, batches, bar) -> None:
         opt, model = self.opt, self.model
         model.train()
         t_data = time.perf_counter()
-        for data in self._loader():
+        for data in batches:
             t_start = time.perf_counter()
             model.set_input(data)
             model.optimize()
