@@ -434,3 +434,17 @@ def test_overwrite_replaces_the_run_under_its_lock(trained, data, tmp_path):
     run_cli(*train_args(data, tmp_path, "run", "--overwrite", "--n_epochs_decay", "0"))
     assert not (run / "web" / "old.html").exists() and not (run / LOCK_NAME).exists()
     assert load_training_state(run / "latest_train_state.pt")["counters"]["total_iters"] == 6
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """mkstemp's private 0600 must not leak into checkpoints and results others read."""
+    import os
+
+    from revgan.runs.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644

@@ -38,6 +38,12 @@ def fsync_dir(folder: Path) -> None:
 TEMP_SUFFIX = ".tmp"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically."""
@@ -49,6 +55,9 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         os.close(fd)
         temp = Path(name)
         yield temp
+        # mkstemp makes the file private (0600); a file written in place would get the
+        # user's umask, and so does this one (shared run and result folders stay readable)
+        os.chmod(temp, 0o666 & ~_umask())
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
