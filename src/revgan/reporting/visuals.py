@@ -15,6 +15,7 @@ from PIL import Image
 from torch import Tensor
 
 from revgan.errors import UserError
+from revgan.runs.atomic import atomic_path
 
 GAP = 2  # pixels between the slices of a 3D montage
 GAP_VALUE = 0  # black gaps/padding
@@ -83,6 +84,6 @@ def to_display(t: Tensor, dims: int | None = None) -> np.ndarray:
 def save_display_png(t: Tensor, path: Path | str, dims: int | None = None) -> Path:
     """Save :func:`to_display` of ``t`` as an 8-bit RGB PNG; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_display(t, dims)).save(path)
+    with atomic_path(path) as temp:  # a page being viewed never shows half an image
+        Image.fromarray(to_display(t, dims)).save(temp, format="PNG")
     return path
