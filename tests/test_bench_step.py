@@ -1,0 +1,45 @@
+"""A smoke run of benchmarks/bench_step.py: two rows of one setting, side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from revgan.errors import UserError
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
+
+
+def _bench_step():
+    spec = importlib.util.spec_from_file_location("_bench_step", BENCH_DIR / "bench_step.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_row_filter_keeps_the_baseline_and_writes_ratios(tmp_path):
+    bench = _bench_step()
+    out = tmp_path / "s.json"
+    bench.main(["--settings", "64", "--rows", "^pix2pix U-Net$", "--repeats", "1",
+                "--no_plan", "--out", str(out)])
+    report = json.loads(out.read_text())
+    rows = report["settings"]["64"]["rows"]
+    assert set(rows) == {"pix2pix U-Net", "pix2pix resnet_9blocks"}  # baseline kept
+    unet, base = rows["pix2pix U-Net"], rows["pix2pix resnet_9blocks"]
+    assert unet["baseline"] == "pix2pix resnet_9blocks" and base["baseline"] is None
+    for row in rows.values():
+        assert row["peak_bytes"] > 0 and row["flops"] > 0 and row["s_per_iter"] > 0
+    assert unet["memory_ratio"] == pytest.approx(unet["peak_bytes"] / base["peak_bytes"])
+    assert unet["time_ratio"] == pytest.approx(unet["s_per_iter"] / base["s_per_iter"])
+    assert unet["flops"] < base["flops"]  # the U-Net works at lower resolutions
+    assert "| pix2pix U-Net | pix2pix resnet_9blocks |" in out.with_suffix(".md").read_text()
+    with pytest.raises(UserError, match="exists"):
+        bench.prepare_output(out, overwrite=False)
+    with pytest.raises(SystemExit):
+        bench.main(["--settings", "99", "--out", str(tmp_path / "t.json")])
