@@ -35,7 +35,7 @@ def test_demo_quick_2d(tmp_path, capsys, monkeypatch):
         cells = _row(out, model)
         assert all(np.isfinite(float(v)) for v in cells[1:4])
     assert re.search(r"paired_revgan: MAE \d+% (lower|higher) than the input's", out)
-    assert re.search(r"demo finished in \d+ s \(CPU \d+ s, 1 thread\)", out)
+    assert re.search(r"demo finished in \d+ s \(CPU \d+ s, 1 thread per process\)", out)
     # a second demo reuses the data and replaces the runs
     run_cli("demo", "--quick", "--no_progress", "--gpu_ids", "-1")
 
