@@ -91,6 +91,7 @@ def rows(setting: Setting) -> list[Row]:
         Row(rev, rev, {**idt}, cyc),
         Row(f"{rev} summed", rev, {**idt, "grouped_backward": "off"}, cyc),
         Row(f"{rev} --use_naive", rev, {**idt, "use_naive": True}, cyc),
+        Row(f"{rev} --keep_blocks 4", rev, {**idt, "keep_blocks": 4}, cyc),
         Row(f"{rev} --fully_reversible", rev, {**idt, "fully_reversible": True}, cyc),
         Row(f"{p2p} {res}", p2p, {"netG": res, "norm": "instance", "no_dropout": True}),
         Row(f"{p2p} U-Net", p2p, unet, f"{p2p} {res}"),
