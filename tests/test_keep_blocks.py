@@ -62,8 +62,8 @@ def test_keep_blocks_with_dropout_replays_masks():
     assert_grads_equal(kept, reference, exact=True)
 
 
-@pytest.mark.skipif(not has_heap_counter(), reason="needs glibc's mallinfo2")
-def test_memory_held_grows_with_keep_blocks():
+def test_memory_held_grows_with_keep_blocks(require):
+    require(has_heap_counter(), "needs glibc's mallinfo2 to measure the heap")
     net = generator(False)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
 

@@ -64,12 +64,11 @@ def test_grouped_backward_equals_summed_backward(model_name, flags, tmp_path):
     assert model.losses == pytest.approx(twin.losses, rel=1e-6, abs=1e-9)
 
 
-def test_grouped_backward_lowers_the_step_peak(tmp_path):
+def test_grouped_backward_lowers_the_step_peak(tmp_path, require):
     """The grouped step holds one group's graph at a time: its peak heap is lower."""
     from revgan.engine.memory import has_heap_counter, peak_memory
 
-    if not has_heap_counter():
-        pytest.skip("needs glibc's mallinfo2")
+    require(has_heap_counter(), "needs glibc's mallinfo2 to measure the heap")
     model = build("cycle_gan", ["--netG", "resnet_2blocks", "--lambda_identity", "0.5",
                                 "--ngf", "8"], tmp_path)
     peaks = {}
