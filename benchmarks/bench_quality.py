@@ -372,7 +372,7 @@ def markdown(results: dict) -> str:
     s = results["settings"]
     lines = [f"### Translation quality on {s['data']} ({s['size']}², ngf {s['ngf']}, ndf "
              f"{s['ndf']}, {s['n_train']} training pairs, batch 1, seed {s['seed']}, "
-             f"{s['threads']} torch threads)", "",
+             f"{s['threads']} torch thread(s))", "",
              f"Budgets: **equal iterations** = {s['iterations']} iterations per run; **equal "
              "wall-clock** = each RevGAN model retrained for the training time its baseline "
              "needed at equal iterations (iterations = that time / its own measured s/iter). "
