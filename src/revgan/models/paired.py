@@ -7,11 +7,10 @@ both directions of one reversible generator, each with its own conditional Patch
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
+from revgan.config import RunConfig
 from revgan.models.base import (
     BaseModel,
     build_discriminator,
@@ -22,16 +21,14 @@ from revgan.models.losses import GANLoss, gradient_penalty
 
 
 class PairedModel(BaseModel):
-    def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str,
+    def __init__(self, opt: RunConfig, device: torch.device, generator: str,
                  bidirectional: bool):
         super().__init__(opt, device)
         self.bidirectional = bidirectional
         self.grouped_backward = uses_grouped_backward(opt, generator)
         self.nets["G"] = build_generator(opt, generator)
-        self.loss_names = ["G_GAN_B", "G_L1_B", "D_B"]
         self.visual_names = ["real_A", "fake_B", "real_B"]
         if bidirectional:
-            self.loss_names += ["G_GAN_A", "G_L1_A", "D_A"]
             self.visual_names += ["fake_A"]
         if self.is_train:
             channels = opt.input_nc + opt.output_nc

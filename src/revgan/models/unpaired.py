@@ -6,11 +6,10 @@ reversible core; ``cycle_gan`` uses two independent ResNet/U-Net generators.
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from torch import nn
 
+from revgan.config import RunConfig
 from revgan.errors import UserError
 from revgan.models.base import (
     BaseModel,
@@ -23,9 +22,7 @@ from revgan.models.pool import ImagePool
 
 
 class UnpairedModel(BaseModel):
-    loss_names = ["D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B"]
-
-    def __init__(self, opt: argparse.Namespace, device: torch.device, generator: str):
+    def __init__(self, opt: RunConfig, device: torch.device, generator: str):
         super().__init__(opt, device)
         self.grouped_backward = uses_grouped_backward(opt, generator)
         self.nets["G"] = build_generator(opt, generator)
