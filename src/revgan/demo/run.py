@@ -80,33 +80,34 @@ class Schedule3D:
 # The default 2D schedule was chosen by measuring single-thread CPU seconds per training
 # image and the test error against the true photos: a core of 3 couplings at ngf 16 costs a
 # fifth of the ngf 32 / 6-coupling generator per image, and batches of 4 amortise the
-# per-step overhead. 300 unpaired steps (1200 scenes, ~110 CPU s) and 200 paired ones (~40 CPU
-# s) reach MAE 0.227 and 0.193 (PSNR 16.8 and 17.8 dB), a little better than the ngf 32 /
-# 6-coupling generator after 400 steps of one scene (0.237 and 0.203, in
-# benchmarks/results/quality.md). A higher learning rate did not help
-# (5e-4: unpaired 0.244, paired 0.199). The identity loss is off: it asks G_AB to leave
-# photos unchanged, which is no help for labels → photo (CycleGAN leaves it off for such
-# pairs) and costs two of the eight generator passes of an unpaired step.
+# per-step overhead. 250 unpaired steps (1000 scenes, ~140 s) and 200 paired ones (~90 s),
+# side by side, reach MAE 0.218 and 0.193 (PSNR 17.1 and 17.8 dB), a little better than the
+# ngf 32 / 6-coupling generator after 400 steps of one scene (0.237 and 0.203, in
+# benchmarks/results/quality.md). A higher learning rate did not help (5e-4: unpaired 0.244,
+# paired 0.199). The identity loss is off: it asks G_AB to leave photos unchanged, which is
+# no help for labels → photo (CycleGAN leaves it off for such pairs) and costs two of the
+# eight generator passes of an unpaired step.
 SCHEDULES_2D = {
     "quick": Schedule2D(size=32, n_train=8, n_eval=4, ngf=8, netG="resnet_2blocks",
                         batch_size=2, lr=2e-4, unpaired_epochs=1, paired_epochs=1,
                         lambda_identity=0.0),
     "default": Schedule2D(size=64, n_train=200, n_eval=16, ngf=16, netG="resnet_3blocks",
-                          batch_size=4, lr=2e-4, unpaired_epochs=6, paired_epochs=4,
+                          batch_size=4, lr=2e-4, unpaired_epochs=5, paired_epochs=4,
                           lambda_identity=0.0),
     "full": Schedule2D(size=64, n_train=200, n_eval=16, ngf=32, netG="resnet_6blocks",
                        batch_size=1, lr=2e-4, unpaired_epochs=2, paired_epochs=3,
                        lambda_identity=0.5),
 }
-# 3D, chosen by measuring the test MAE against the input's (the old setting, instance norm
-# and the reference's init, ended worse than its input): no normalisation layers (as in EDSR,
-# the super-resolution network edsrF follows), since instance norm removes each patch's mean
-# intensity, which super-resolution must keep, and makes windowed inference depend on the
-# window; He (kaiming) initialisation, which keeps the signal's scale through un-normalised
-# layers; the core at full resolution (no stride-2 encoder: nothing to undo by a transposed
-# convolution) and a higher learning rate. The intensity window has a margin around the
-# phantoms' 0..1000, so neither the background nor the brightest organ sits where the output
-# tanh saturates.
+# 3D, chosen by measuring the test MAE against the input's (21.1 here): the old setting
+# (instance norm, the reference's init, a stride-2 core, window 0..1000) ended at 44, worse
+# than its input. Now: no normalisation layers (as in EDSR, the super-resolution network
+# edsrF follows), since instance norm removes each patch's mean intensity, which
+# super-resolution must keep, and makes windowed inference depend on the window; He
+# (kaiming) initialisation, which keeps the signal's scale through un-normalised layers; the
+# core at full resolution (nothing to undo by a transposed convolution); learning rate 1e-3
+# (2e-3: 21.7). The intensity window has a margin around the phantoms' 0..1000, so neither
+# the background nor the brightest organ sits where the output tanh saturates (44 -> 33).
+# 512 steps reach 19.1 (9% below the input), 1024 (--full) 17.3 (18% below).
 SCHEDULES_3D = {
     "quick": Schedule3D(shape=24, n_train=2, n_test=1, netG="edsrF_2", ngf=4, patch=16,
                         samples_per_volume=2, batch_size=1, lr=1e-3, epochs=1),
