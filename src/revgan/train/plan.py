@@ -187,9 +187,8 @@ def _model_values(options: PlanOptions) -> dict:
     values = {"fully_reversible": options.fully_reversible, "use_naive": options.use_naive,
               "keep_blocks": options.keep_blocks, "grouped_backward": options.grouped_backward,
               "amp": options.amp}
-    for key in ("ngf", "ndf", "netG"):
-        if getattr(options, key) is not None:
-            values[key] = getattr(options, key)
+    chosen = {"ngf": options.ngf, "ndf": options.ndf, "netG": options.netG}
+    values.update({key: value for key, value in chosen.items() if value is not None})
     return values
 
 
