@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import cli_error, run_cli
+from helpers import cli_error, run_cli, tiny_unpaired_run
 
 from revgan.config import RunConfig
-from revgan.demo.scenes import make_demo_dataset
 
 INSTALL_HINT = "apt-get install chromium chromium-driver"
 CHROME_FLAGS = [
@@ -40,14 +39,7 @@ AFFINE = np.array([[0.0, -1.2, 0.0, 40.0],
 @pytest.fixture(scope="module")
 def run_2d(tmp_path_factory) -> Path:
     """A tiny unpaired RevGAN run on RGB images (both directions)."""
-    base = tmp_path_factory.mktemp("app_run")
-    make_demo_dataset(base / "data", size=32, n_train=2, n_test=1, n_val=1)
-    run_cli("train", "--dataroot", base / "data" / "unpaired", "--name", "rev",
-            "--checkpoints_dir", base / "ck", "--model", "unpaired_revgan",
-            "--netG", "resnet_1blocks", "--ngf", "4", "--ndf", "4", "--n_epochs", "1",
-            "--n_epochs_decay", "0", "--load_size", "32", "--crop_size", "32",
-            "--num_threads", "0", "--no_progress", "--gpu_ids", "-1")
-    return base / "ck" / "rev"
+    return tiny_unpaired_run(tmp_path_factory.mktemp("app_run"))
 
 
 def _rgb16(path: Path, h: int = 40, w: int = 56) -> Path:

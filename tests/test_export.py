@@ -6,14 +6,13 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import onnx_output, pytorch_output, random_input
 
 from revgan.cli.main import main
 from revgan.demo.scenes import make_demo_dataset
 from revgan.demo.volumes import make_demo_volumes
-from revgan.infer.load import load_generator
 
 TOL = 1e-4
 
@@ -37,34 +36,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
             "p2p": _train(base / "data", ck, "p2p", "pix2pix", "unet_32", "paired")}
 
 
-def _input(shape: tuple[int, ...], seed: int = 3) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def _torch_out(run: Path, x: torch.Tensor, direction: str) -> torch.Tensor:
-    G, _ = load_generator(run)
-    with torch.no_grad():
-        return G(x, direction)
-
-
-def _onnx_out(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    return torch.from_numpy(np.asarray(out))
-
-
 def test_onnx_both_directions_match_pytorch(runs, tmp_path, capsys):
     run = runs["rev"]
-    x = _input((1, 3, 32, 32))
-    a2b, b2a = _torch_out(run, x, "AtoB"), _torch_out(run, x, "BtoA")
+    x = random_input((1, 3, 32, 32))
+    a2b, b2a = pytorch_output(run, x, "AtoB"), pytorch_output(run, x, "BtoA")
     assert (a2b - b2a).abs().max() > 1e-3  # the directions really differ
     for direction, expected in (("AtoB", a2b), ("BtoA", b2a)):
         main(["export", "--model_dir", str(run), "--direction", direction, "--format", "onnx"])
         path = run / "export" / f"G_{direction}.onnx"
         assert path.is_file()
-        got = _onnx_out(path, x)
+        got = onnx_output(path, x)
         assert got.shape == expected.shape
         assert (got - expected).abs().max() <= TOL
     out = capsys.readouterr().out
@@ -75,9 +56,9 @@ def test_onnx_dynamic_runs_at_another_size(runs, tmp_path):
     run, out = runs["rev"], tmp_path / "dyn.onnx"
     main(["export", "--model_dir", str(run), "--direction", "BtoA", "--output", str(out),
           "--dynamic"])
-    x = _input((2, 3, 24, 40), seed=5)  # other batch, non-square, not the traced size
-    expected = _torch_out(run, x, "BtoA")
-    got = _onnx_out(out, x)
+    x = random_input((2, 3, 24, 40), seed=5)  # other batch, non-square, not the traced size
+    expected = pytorch_output(run, x, "BtoA")
+    got = onnx_output(out, x)
     assert got.shape == (2, 3, 24, 40)
     assert (got - expected).abs().max() <= TOL
 
@@ -86,21 +67,21 @@ def test_torchscript_matches_pytorch(runs, tmp_path):
     run, out = runs["rev"], tmp_path / "g.pt"
     main(["export", "--model_dir", str(run), "--direction", "BtoA", "--format", "torchscript",
           "--output", str(out)])
-    x = _input((1, 3, 32, 32), seed=7)
+    x = random_input((1, 3, 32, 32), seed=7)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated
         loaded = torch.jit.load(str(out))
     with torch.no_grad():
         got = loaded(x)
-    assert (got - _torch_out(run, x, "BtoA")).abs().max() <= TOL
+    assert (got - pytorch_output(run, x, "BtoA")).abs().max() <= TOL
 
 
 def test_pix2pix_exports_atob_only(runs, capsys):
     run = runs["p2p"]
     main(["export", "--model_dir", str(run), "--direction", "AtoB"])
-    x = _input((1, 3, 32, 32), seed=11)
-    got = _onnx_out(run / "export" / "G_AtoB.onnx", x)
-    assert (got - _torch_out(run, x, "AtoB")).abs().max() <= TOL
+    x = random_input((1, 3, 32, 32), seed=11)
+    got = onnx_output(run / "export" / "G_AtoB.onnx", x)
+    assert (got - pytorch_output(run, x, "AtoB")).abs().max() <= TOL
     capsys.readouterr()
 
     with pytest.raises(SystemExit) as exc:
@@ -185,17 +166,17 @@ def more_runs(tmp_path_factory) -> dict[str, Path]:
                                              ("vol3d", (1, 1, 16, 16, 16))])
 def test_fully_reversible_and_3d_export_both_directions(more_runs, run_name, shape, capsys):
     run = more_runs[run_name]
-    x = _input(shape, seed=13)
+    x = random_input(shape, seed=13)
     outputs = {}
     for direction in ("AtoB", "BtoA"):
         main(["export", "--model_dir", str(run), "--direction", direction, "--format", "onnx"])
-        expected = _torch_out(run, x, direction)
-        got = _onnx_out(run / "export" / f"G_{direction}.onnx", x)
+        expected = pytorch_output(run, x, direction)
+        got = onnx_output(run / "export" / f"G_{direction}.onnx", x)
         assert got.shape == expected.shape == shape
         assert (got - expected).abs().max() <= TOL, direction
         outputs[direction] = got
     assert (outputs["AtoB"] - outputs["BtoA"]).abs().max() > 1e-3  # two different graphs
     if run_name == "fullrev":  # G_BA is the exact inverse of G_AB, in the exported files too
-        back = _onnx_out(run / "export" / "G_BtoA.onnx", outputs["AtoB"])
+        back = onnx_output(run / "export" / "G_BtoA.onnx", outputs["AtoB"])
         assert (back - x).abs().max() <= 1e-4
     capsys.readouterr()

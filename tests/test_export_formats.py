@@ -6,14 +6,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from helpers import cli_error, run_cli
+from helpers import (
+    cli_error,
+    onnx_output,
+    pytorch_output,
+    random_input,
+    run_cli,
+    tiny_unpaired_run,
+)
 
-from revgan.demo.scenes import make_demo_dataset
 from revgan.infer import export as export_module
-from revgan.infer.load import load_generator
 
 TOL = 1e-4
 
@@ -21,43 +25,18 @@ TOL = 1e-4
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """A tiny unpaired RevGAN run (both directions through one reversible core)."""
-    base = tmp_path_factory.mktemp("export_formats")
-    make_demo_dataset(base / "data", size=32, n_train=2, n_test=1, n_val=1)
-    run_cli("train", "--dataroot", base / "data" / "unpaired", "--name", "rev",
-            "--checkpoints_dir", base / "ck", "--model", "unpaired_revgan",
-            "--netG", "resnet_1blocks", "--ngf", "4", "--ndf", "4", "--n_epochs", "1",
-            "--n_epochs_decay", "0", "--load_size", "32", "--crop_size", "32",
-            "--num_threads", "0", "--no_progress", "--gpu_ids", "-1")
-    return base / "ck" / "rev"
-
-
-def _input(shape, seed=3) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-def _pytorch(run: Path, x: torch.Tensor, direction: str) -> torch.Tensor:
-    G, _ = load_generator(run)
-    with torch.no_grad():
-        return G(x, direction)
-
-
-def _onnx(path: Path, x: torch.Tensor) -> torch.Tensor:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    return torch.from_numpy(np.asarray(out))
+    return tiny_unpaired_run(tmp_path_factory.mktemp("export_formats"))
 
 
 def test_pt2_both_directions_match_pytorch(run, capsys):
-    x = _input((1, 3, 32, 32))
+    x = random_input((1, 3, 32, 32))
     for direction in ("AtoB", "BtoA"):
         run_cli("export", "--model_dir", run, "--direction", direction, "--format", "pt2")
         path = run / "export" / f"G_{direction}.pt2"
         program = torch.export.load(str(path))  # a real torch.export archive
         with torch.no_grad():
             got = program.module()(x)
-        expected = _pytorch(run, x, direction)
+        expected = pytorch_output(run, x, direction)
         assert got.shape == expected.shape
         assert (got - expected).abs().max() <= TOL
     assert "max abs difference to PyTorch (pt2" in capsys.readouterr().out
@@ -67,10 +46,10 @@ def test_pt2_dynamic_runs_at_other_sizes(run, tmp_path):
     out = tmp_path / "dyn.pt2"
     run_cli("export", "--model_dir", run, "--direction", "BtoA", "--format", "pt2",
             "--dynamic", "--output", out)
-    x = _input((3, 3, 20, 28), seed=5)  # another batch, non-square, not the traced size
+    x = random_input((3, 3, 20, 28), seed=5)  # another batch, non-square, not the traced size
     with torch.no_grad():
         got = torch.export.load(str(out)).module()(x)
-    assert (got - _pytorch(run, x, "BtoA")).abs().max() <= TOL
+    assert (got - pytorch_output(run, x, "BtoA")).abs().max() <= TOL
 
 
 def test_onnx_dynamo_dynamic_matches_pytorch_in_onnxruntime(run, tmp_path, capsys):
@@ -83,10 +62,10 @@ def test_onnx_dynamo_dynamic_matches_pytorch_in_onnxruntime(run, tmp_path, capsy
     model = onnx.load(str(out))
     assert model.opset_import[0].version >= 18  # written by the dynamo exporter
     for shape in ((1, 3, 32, 32), (2, 3, 24, 12)):
-        x = _input(shape, seed=7)
-        got = _onnx(out, x)
+        x = random_input(shape, seed=7)
+        got = onnx_output(out, x)
         assert got.shape == shape
-        assert (got - _pytorch(run, x, "AtoB")).abs().max() <= TOL
+        assert (got - pytorch_output(run, x, "AtoB")).abs().max() <= TOL
 
 
 def test_a_file_that_differs_from_pytorch_is_never_put_in_place(run, tmp_path, capsys,
