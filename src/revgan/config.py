@@ -111,6 +111,9 @@ class ModelOptions:
     float_couplings: bool = option(False, "RevGAN core: additive couplings in plain float, not "
                                    "on the exact 2**-16 grid, as the 2019 RevGAN (set by "
                                    "revgan import)", architecture=True)
+    residual: bool = option(False, "global skip: the generator outputs its input plus a "
+                            "learned correction (super-resolution, denoising); needs "
+                            "input_nc == output_nc", architecture=True)
 
 
 @dataclass
@@ -312,6 +315,10 @@ class RunConfig(TestOptions, LoggingOptions, TrainOptions, PrecisionOptions, Vol
                     "n_epochs_decay", "val_freq", "keep_blocks"):
             if getattr(self, key) is not None and getattr(self, key) < 0:
                 raise UserError(f"--{key} must not be negative, got {getattr(self, key)}")
+        if self.residual and self.input_nc != self.output_nc:  # before any data is read
+            raise UserError(f"--residual adds the input to the output, so it needs as many "
+                            f"input as output channels (got {self.input_nc} and "
+                            f"{self.output_nc})")
         if self.isTrain:
             if not self.lr > 0 or not math.isfinite(self.lr):
                 raise UserError(f"--lr must be a positive number, got {self.lr}")

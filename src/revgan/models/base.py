@@ -55,11 +55,12 @@ def build_generator(opt: RunConfig, kind: str) -> nn.Module:
                             opt.n_downsampling, opt.coupling, not opt.use_naive,
                             opt.fully_reversible, opt.init_type, opt.init_gain, dropout,
                             fixed_point=not opt.float_couplings, keep_blocks=opt.keep_blocks,
-                            upsample=opt.upsample, zero_init=opt.core_init == "zero")
+                            upsample=opt.upsample, zero_init=opt.core_init == "zero",
+                            residual=opt.residual)
     down = 2 if opt.n_downsampling is None else opt.n_downsampling
     make = lambda i, o: define_G(opt.netG, i, o, opt.ngf, opt.norm, dropout,  # noqa: E731
                                  opt.dims, opt.init_type, opt.init_gain, down,
-                                 opt.uncancelled_bias, opt.upsample)
+                                 opt.uncancelled_bias, opt.upsample, opt.residual)
     if kind == "pair":
         return GeneratorPair(make(opt.input_nc, opt.output_nc), make(opt.output_nc, opt.input_nc))
     return OneWay(make(opt.input_nc, opt.output_nc))

@@ -34,6 +34,20 @@ def check_input(x: Tensor, channels: int, divisor: int, what: str = "input") -> 
             "crop, pad or resize it")
 
 
+def check_residual(residual: bool, input_nc: int, output_nc: int) -> bool:
+    """``residual`` (a global skip, output = input + correction) needs equal channel counts.
+
+    The correction keeps the decoder's final tanh: it bounds the correction to (-1, 1) (half
+    the [-1, 1] data range, ample for a sharpening or denoising correction), is linear near
+    zero where such corrections live, so it costs no gradient there, and keeps the first
+    outputs as tame as the non-residual generators' (a zero correction is the identity).
+    """
+    if residual and input_nc != output_nc:
+        raise UserError(f"--residual adds the input to the output, so it needs as many input "
+                        f"as output channels (got {input_nc} and {output_nc})")
+    return residual
+
+
 # --------------------------------------------------------------------------- ResNet parts
 
 
@@ -103,11 +117,12 @@ class ResnetGenerator(nn.Module):
 
     def __init__(self, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
                  n_blocks: int = 9, n_downsampling: int = 2, use_dropout: bool = False,
-                 dims: int = 2, upsample: str = "transpose"):
+                 dims: int = 2, upsample: str = "transpose", residual: bool = False):
         super().__init__()
         if n_blocks < 0 or n_downsampling < 0:
             raise UserError("n_blocks and n_downsampling must be >= 0")
         self.input_nc, self.output_nc = input_nc, output_nc
+        self.residual = check_residual(residual, input_nc, output_nc)
         self.size_divisor = 2**n_downsampling
         core_ch = ngf * 2**n_downsampling
         self.model = nn.Sequential(
@@ -117,7 +132,7 @@ class ResnetGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
-        return self.model(x)
+        return x + self.model(x) if self.residual else self.model(x)
 
 
 # --------------------------------------------------------------------------- U-Net
@@ -174,11 +189,12 @@ class UnetGenerator(nn.Module):
 
     def __init__(self, input_nc: int, output_nc: int, num_downs: int, ngf: int = 64,
                  norm: str = "instance", use_dropout: bool = False, dims: int = 2,
-                 uncancelled_bias: bool = False):
+                 uncancelled_bias: bool = False, residual: bool = False):
         super().__init__()
         if num_downs < 2:
             raise UserError(f"a U-Net needs at least 2 levels, got {num_downs}")
         self.input_nc, self.output_nc = input_nc, output_nc
+        self.residual = check_residual(residual, input_nc, output_nc)
         self.size_divisor = 2**num_downs
 
         def width(i: int) -> int:
@@ -196,7 +212,7 @@ class UnetGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
-        return self.model(x)
+        return x + self.model(x) if self.residual else self.model(x)
 
 
 # --------------------------------------------------------------------------- registry
@@ -223,11 +239,13 @@ def unet_num_downs(name: str, dims: int) -> int | None:
 def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str = "instance",
              use_dropout: bool = False, dims: int = 2, init_type: str = "normal",
              init_gain: float = 0.02, n_downsampling: int = 2,
-             uncancelled_bias: bool = False, upsample: str = "transpose") -> nn.Module:
+             uncancelled_bias: bool = False, upsample: str = "transpose",
+             residual: bool = False) -> nn.Module:
     """Build and initialise a baseline generator by name (see ``G_PATTERNS``).
 
     ``upsample``: the ResNet decoder's x2 layers (U-Nets keep their ConvT4 s2, whose kernel
-    the stride divides, so it has no checkerboard of its own).
+    the stride divides, so it has no checkerboard of its own). ``residual``: output = input +
+    the network's (tanh-bounded) output, see :func:`check_residual`.
 
     ``uncancelled_bias``: U-Nets get a bias on the two down convolutions no norm follows,
     as pix2pix's U-Net has with instance norm (imported checkpoints need it)."""
@@ -235,11 +253,12 @@ def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str 
     n_blocks = parse_resnet_blocks(netG)
     if n_blocks is not None:
         net: nn.Module = ResnetGenerator(input_nc, output_nc, ngf, norm, n_blocks,
-                                         n_downsampling, use_dropout, dims, upsample)
+                                         n_downsampling, use_dropout, dims, upsample,
+                                         residual)
     else:
         downs = unet_num_downs(netG, dims)
         if downs is None:
             raise UserError(f"unknown generator '{netG}'; valid: {G_PATTERNS}")
         net = UnetGenerator(input_nc, output_nc, downs, ngf, norm, use_dropout, dims,
-                            uncancelled_bias)
+                            uncancelled_bias, residual)
     return init_weights(net, init_type, init_gain)

@@ -27,7 +27,13 @@ from revgan.engine.reversible import (
 )
 from revgan.errors import UserError
 from revgan.networks import layers
-from revgan.networks.generators import check_input, parse_resnet_blocks, resnet_head, resnet_tail
+from revgan.networks.generators import (
+    check_input,
+    check_residual,
+    parse_resnet_blocks,
+    resnet_head,
+    resnet_tail,
+)
 from revgan.networks.init import init_weights, zero_init
 
 COUPLINGS = ("additive", "affine")
@@ -131,14 +137,16 @@ class RevGenerator(nn.Module):
     stride-2 conv, pre-norm F/G with a zero-initialised last conv). The core has
     ``n_blocks`` couplings at ``ngf * 2**n_downsampling`` channels split in halves.
     ``zero_init`` zeroes the last conv of every F and G so the core starts as the identity
-    (kept by :func:`init_weights`, which skips flagged layers).
+    (kept by :func:`init_weights`, which skips flagged layers). ``residual`` adds a global
+    skip around each direction, outside the core: ``G_AB(x) = x + decoder_B(core(encoder_A(x)))``
+    and ``G_BA(y) = y + decoder_A(core⁻¹(encoder_B(y)))``; the core is unchanged.
     """
 
     def __init__(self, input_nc_A: int, input_nc_B: int, ngf: int = 64, n_blocks: int = 9,
                  n_downsampling: int = 2, norm: str = "instance", coupling: str = "additive",
                  dims: int = 2, memory_saving: bool = True, use_dropout: bool = False,
                  style: str = "resnet", zero_init: bool = True, fixed_point: bool = True,
-                 keep_blocks: int = 0, upsample: str = "transpose"):
+                 keep_blocks: int = 0, upsample: str = "transpose", residual: bool = False):
         super().__init__()
         _check_choice(coupling, COUPLINGS, "coupling")
         _check_choice(style, STYLES, "generator style")
@@ -146,6 +154,7 @@ class RevGenerator(nn.Module):
         if n_blocks < 1 or n_downsampling < 0:
             raise UserError("the reversible core needs n_blocks >= 1 and n_downsampling >= 0")
         self.input_nc_A, self.input_nc_B = input_nc_A, input_nc_B
+        self.residual = check_residual(residual, input_nc_A, input_nc_B)
         self.size_divisor = 2**n_downsampling
         head, tail, fg = ((resnet_head, resnet_tail, resnet_fg) if style == "resnet"
                           else (edsr_head, edsr_tail, edsr_fg))
@@ -194,8 +203,10 @@ class RevGenerator(nn.Module):
 
     def forward(self, x: Tensor, direction: str = "AtoB") -> Tensor:
         if _check_choice(direction, DIRECTIONS, "direction") == "AtoB":
-            return self.decode(self.core(self.encode(x, "A")), "B")
-        return self.decode(self.core.inverse(self.encode(x, "B")), "A")
+            y = self.decode(self.core(self.encode(x, "A")), "B")
+        else:
+            y = self.decode(self.core.inverse(self.encode(x, "B")), "A")
+        return x + y if self.residual else y
 
 
 # --------------------------------------------------------------------------- fully reversible
@@ -350,7 +361,8 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
                  fully_reversible: bool = False, init_type: str = "normal",
                  init_gain: float = 0.02, use_dropout: bool = False,
                  fixed_point: bool = True, keep_blocks: int = 0,
-                 upsample: str = "transpose", zero_init: bool = True) -> nn.Module:
+                 upsample: str = "transpose", zero_init: bool = True,
+                 residual: bool = False) -> nn.Module:
     """Build and initialise a reversible generator pair by name (see ``REV_G_PATTERNS``).
 
     ``fixed_point=False``: the RevGAN core's additive couplings sum in plain float, as the
@@ -362,11 +374,16 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
     layers (:func:`revgan.networks.layers.upsample_x2`); the fully reversible generator
     has invertible decoders and only ``transpose`` (its default design). ``zero_init``:
     the core's F/G end in a zero-initialised conv (identity at init) or a normal one.
+    ``residual``: a global skip around each direction (:class:`RevGenerator`); the fully
+    reversible generator refuses it (its ``G_BA`` must stay the exact inverse of ``G_AB``).
     """
     style, n_blocks = parse_rev_name(netG, dims)
     if fully_reversible and upsample != "transpose":
         raise UserError("--upsample resize needs a RevGAN generator with plain decoders "
                         "(not --fully_reversible)")
+    if fully_reversible and residual:
+        raise UserError("--residual needs a RevGAN generator with plain decoders (with "
+                        "--fully_reversible, G_BA would no longer invert G_AB)")
     if n_downsampling is None:
         n_downsampling = 2 if style == "resnet" else 1
     if fully_reversible:
@@ -378,5 +395,5 @@ def define_rev_G(netG: str, input_nc_A: int, input_nc_B: int, ngf: int = 64,
         net = RevGenerator(input_nc_A, input_nc_B, ngf, n_blocks, n_downsampling, norm,
                            coupling, dims, memory_saving, use_dropout, style,
                            fixed_point=fixed_point, keep_blocks=keep_blocks,
-                           upsample=upsample, zero_init=zero_init)
+                           upsample=upsample, zero_init=zero_init, residual=residual)
     return init_weights(net, init_type, init_gain)
