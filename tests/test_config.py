@@ -132,3 +132,29 @@ def test_typed_values_are_checked():
         RunConfig.from_dict({"direction": "sideways"}).validate()
     with pytest.raises(UserError, match="patch_size"):
         build_config("unpaired_revgan3d", True, {"dataroot": "d", "patch_size": (8, 8)})
+
+
+def test_a_run_older_than_an_architecture_option_keeps_loading(tmp_path):
+    """unpaired_revgan now defaults to --upsample resize; a run saved before the option
+    existed (no 'upsample' key) was built with transposed convolutions and must load so."""
+    from helpers import run_cli
+
+    from revgan.demo.scenes import make_demo_dataset
+    from revgan.infer.load import load_generator
+
+    make_demo_dataset(tmp_path / "data", size=32, n_train=2, n_test=1, n_val=1)
+    run_cli("train", "--dataroot", tmp_path / "data" / "unpaired", "--name", "old",
+            "--checkpoints_dir", tmp_path / "ck", "--netG", "resnet_1blocks", "--ngf", "4",
+            "--ndf", "4", "--n_epochs", "1", "--n_epochs_decay", "0", "--load_size", "32",
+            "--crop_size", "32", "--num_threads", "0", "--no_progress", "--gpu_ids", "-1",
+            "--upsample", "transpose")
+    saved = tmp_path / "ck" / "old" / "train_opt.json"
+    values = json.loads(saved.read_text())
+    del values["upsample"]
+    saved.write_text(json.dumps(values))
+    G, cfg = load_generator(tmp_path / "ck" / "old")
+    assert cfg.upsample == "transpose"
+    run_cli("test", "--dataroot", tmp_path / "data" / "unpaired", "--name", "old",
+            "--checkpoints_dir", tmp_path / "ck", "--results_dir", tmp_path / "res",
+            "--num_test", "1", "--gpu_ids", "-1", "--no_progress")
+    assert list((tmp_path / "res" / "old").rglob("*.png"))

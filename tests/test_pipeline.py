@@ -172,7 +172,15 @@ def test_help_lists_every_option_with_its_default(command, capsys):
     for flag in ("--dataroot", "--netG", "--which_model_netG", "--use_naive", "--coupling",
                  "--n_downsampling", "--gpu_ids", "--amp"):
         assert flag in text
-    assert "(default: resnet_9blocks)" in " ".join(text.split())
+    assert "(default: edsrF_9)" in " ".join(text.split())  # unpaired_revgan's own default
+
+
+def test_help_shows_the_chosen_models_defaults(capsys):
+    with pytest.raises(SystemExit):
+        run_cli("train", "--model", "cycle_gan", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Defaults shown are --model cycle_gan's" in text
+    assert "unet_<size> (default: resnet_9blocks)" in text
 
 
 def test_seed_readme_commands_run_verbatim(tmp_path):

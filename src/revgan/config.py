@@ -262,10 +262,15 @@ class RunConfig(TestOptions, LoggingOptions, TrainOptions, PrecisionOptions, Vol
         return {"model": self.model, **{k: saved[k] for k in architecture_keys()}}
 
     def adopt_architecture(self, saved: dict) -> None:
-        """Take a trained run's architecture for every option not set explicitly."""
+        """Take a trained run's architecture for every option not set explicitly.
+
+        A key the run predates takes the option's global default: an architecture option's
+        global default is always the behaviour from before it existed (models choose newer
+        designs through their registry defaults), so older runs keep loading.
+        """
         trained = RunConfig.from_dict(saved, strict=False)
         for key in architecture_keys():
-            if key in saved and key not in self.explicit:
+            if key not in self.explicit:
                 setattr(self, key, getattr(trained, key))
         self.validate()
 

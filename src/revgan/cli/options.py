@@ -60,11 +60,14 @@ def _add(group, f: dataclasses.Field, shown_default) -> None:
     group.add_argument(*names, **kw)
 
 
-def build_parser(is_train: bool, model: str = "unpaired_revgan") -> argparse.ArgumentParser:
+def build_parser(is_train: bool, model: str = RunConfig.model,
+                 add_help: bool = True) -> argparse.ArgumentParser:
+    """The parser of ``revgan train``/``test``; its help shows ``model``'s defaults."""
     command = "train" if is_train else "test"
     p = ArgumentParser(prog=f"revgan {command}",
                        description=f"{command.capitalize()} an image-to-image translation "
-                                   "model.", allow_abbrev=False)
+                                   f"model. Defaults shown are --model {model}'s.",
+                       allow_abbrev=False, add_help=add_help)
     p.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
                    help="options from a YAML or JSON file (a run's train_opt.json too); "
                         "flags given here win")
@@ -89,7 +92,7 @@ def parse_options(argv: list[str], is_train: bool) -> RunConfig:
     """The typed configuration of ``revgan train`` / ``revgan test`` for ``argv``."""
     from revgan.errors import UserError
 
-    probe = build_parser(is_train)
+    probe = build_parser(is_train, add_help=False)  # --help waits for the chosen model
     known, _ = probe.parse_known_args(argv)
     chosen = vars(known)
     file_values = read_config_file(chosen.pop("config")) if "config" in chosen else {}

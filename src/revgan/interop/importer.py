@@ -96,7 +96,8 @@ def _config(model: str, name: str, checkpoints_dir: Path, arch: upstream.Archite
     values = dict(
         name=name, checkpoints_dir=str(checkpoints_dir),
         netG=arch.netG if netG is None else netG, norm=arch.norm if norm is None else norm,
-        ngf=arch.ngf, input_nc=arch.input_nc, output_nc=arch.output_nc, **extra)
+        ngf=arch.ngf, input_nc=arch.input_nc, output_nc=arch.output_nc,
+        upsample="transpose", **extra)  # both references upsample with ConvTranspose
     if no_dropout is not None:
         values["no_dropout"] = no_dropout
     elif arch.use_dropout is not None:

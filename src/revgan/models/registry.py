@@ -34,13 +34,18 @@ _UNPAIRED = dict(dataset_mode="unaligned", gan_mode="lsgan", pool_size=50,
                  netG="resnet_9blocks", norm="instance", no_dropout=True)
 _PAIRED = dict(dataset_mode="aligned", gan_mode="vanilla", pool_size=0,
                netG="resnet_9blocks", norm="instance", no_dropout=True)
+# RevGAN's 2D generator: the pre-norm edsr F/G (a true identity at init, without the
+# gradient spike of a zero conv under instance norm) and resize-then-conv decoders (no
+# checkerboards); measured on real facades against the reference design (docs/quality.md).
+_REV_2D = dict(netG="edsrF_9", n_downsampling=2, upsample="resize")
 # 3D: the same objectives with dims=3; sizes follow the reference's 3D experiments.
 _3D = dict(dims=3, input_nc=1, output_nc=1, ngf=32, ndf=32, lambda_identity=0.0,
            preprocess="none", norm="instance")
 
 MODELS: dict[str, ModelSpec] = {
-    "unpaired_revgan": ModelSpec(UnpairedModel, "rev", 2, _UNPAIRED),
-    "paired_revgan": ModelSpec(PairedModel, "rev", 2, _PAIRED, dict(bidirectional=True)),
+    "unpaired_revgan": ModelSpec(UnpairedModel, "rev", 2, {**_UNPAIRED, **_REV_2D}),
+    "paired_revgan": ModelSpec(PairedModel, "rev", 2, {**_PAIRED, **_REV_2D},
+                               dict(bidirectional=True)),
     "cycle_gan": ModelSpec(UnpairedModel, "pair", 2, _UNPAIRED),
     "pix2pix": ModelSpec(PairedModel, "single", 2,
                          {**_PAIRED, "netG": "unet_256", "norm": "batch", "no_dropout": False},
@@ -53,7 +58,8 @@ _NETG_3D = {"unpaired_revgan": "edsrF_6", "paired_revgan": "edsrF_6",
             "cycle_gan": "resnet_6blocks", "pix2pix": "unet_32"}
 MODELS.update({
     f"{name}3d": dataclasses.replace(MODELS[name], dims=3, defaults={
-        **MODELS[name].defaults, **_3D, "netG": netG})
+        **{k: v for k, v in MODELS[name].defaults.items() if k not in _REV_2D}, **_3D,
+        "netG": netG})
     for name, netG in _NETG_3D.items()})
 
 
@@ -77,6 +83,8 @@ def build_config(model: str, is_train: bool, values: dict | None = None) -> RunC
         raise UserError(f"--model {model} only tests a trained run; train one of "
                         f"{', '.join(n for n, s in MODELS.items() if s.generator)}")
     fields = {**defaults(is_train), **spec.defaults}
+    if values.get("fully_reversible"):  # its invertible resampling replaces the decoders'
+        fields["upsample"] = defaults(is_train)["upsample"]
     cfg = RunConfig.from_dict({**fields, **values}, strict=True, source="options")
     cfg.model, cfg.isTrain, cfg.explicit = model, is_train, tuple(sorted(values))
     if spec.dims is not None and cfg.dims != spec.dims:
