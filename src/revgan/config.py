@@ -103,6 +103,10 @@ class ModelOptions:
     keep_blocks: int = option(0, "reversible core: the last N blocks run keep their "
                               "activations (faster, more memory); 0 rebuilds all, the core "
                               "depth is plain autograd; gradients are the same")
+    recompute_stages: str = option("off", "re-run the generator's encoders and decoders (ResNet: "
+                                   "head, each block, tail) in backward, keeping only their "
+                                   "inputs: lower peak memory, same gradients, one more "
+                                   "forward of those stages", choices=("on", "off"))
     fully_reversible: bool = option(False, "invertible encoders/decoders too (whole generator "
                                            "memory-flat)", architecture=True)
     uncancelled_bias: bool = option(False, "U-Net: a bias on the two down convolutions no norm "

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from revgan.config import RunConfig
 from revgan.data.domains import ends
 from revgan.data.transforms import pad_to_multiple
+from revgan.engine.recompute import set_recompute
 from revgan.engine.reversible import ReversibleSequence
 from revgan.errors import UserError
 from revgan.models.pool import ImagePool
@@ -49,6 +50,15 @@ class GeneratorPair(nn.Module):
 
 def build_generator(opt: RunConfig, kind: str) -> nn.Module:
     """``kind``: 'rev' (shared reversible core), 'pair' (two baselines), 'single'."""
+    net = _build_generator(opt, kind)
+    on = opt.recompute_stages == "on"
+    if set_recompute(net, on) == 0 and on and not opt.fully_reversible:
+        raise UserError(f"--recompute_stages on: the {opt.netG} generator has no stages to "
+                        "re-run (ResNet and RevGAN generators have)")
+    return net
+
+
+def _build_generator(opt: RunConfig, kind: str) -> nn.Module:
     dropout = not opt.no_dropout
     if kind == "rev":
         return define_rev_G(opt.netG, opt.input_nc, opt.output_nc, opt.ngf, opt.norm, opt.dims,

@@ -61,6 +61,12 @@ MODELS.update({
         **{k: v for k, v in MODELS[name].defaults.items() if k not in _REV_2D}, **_3D,
         "netG": netG})
     for name, netG in _NETG_3D.items()})
+# 3D RevGANs re-run their encoders/decoders in backward (--recompute_stages): once the
+# core keeps almost nothing, their full-resolution activations hold the step's peak
+# (benchmarks/results/step_recompute_3d64.md).
+for _name in ("unpaired_revgan3d", "paired_revgan3d"):
+    MODELS[_name] = dataclasses.replace(
+        MODELS[_name], defaults={**MODELS[_name].defaults, "recompute_stages": "on"})
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -12,6 +12,7 @@ import re
 import torch
 from torch import Tensor, nn
 
+from revgan.engine.recompute import RecomputedSequential
 from revgan.errors import UserError
 from revgan.networks import layers
 from revgan.networks.init import init_weights
@@ -125,10 +126,13 @@ class ResnetGenerator(nn.Module):
         self.residual = check_residual(residual, input_nc, output_nc)
         self.size_divisor = 2**n_downsampling
         core_ch = ngf * 2**n_downsampling
-        self.model = nn.Sequential(
-            *resnet_head(input_nc, ngf, n_downsampling, norm, dims),
+        head = resnet_head(input_nc, ngf, n_downsampling, norm, dims)
+        # stages of --recompute_stages: the head, each block, the tail
+        self.model = RecomputedSequential(
+            *head,
             *[ResnetBlock(core_ch, norm, use_dropout, dims) for _ in range(n_blocks)],
-            *resnet_tail(output_nc, ngf, n_downsampling, norm, dims, upsample=upsample))
+            *resnet_tail(output_nc, ngf, n_downsampling, norm, dims, upsample=upsample),
+            stages=range(len(head), len(head) + n_blocks + 1))
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)

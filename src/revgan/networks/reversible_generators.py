@@ -16,6 +16,7 @@ import re
 import torch
 from torch import Tensor, nn
 
+from revgan.engine.recompute import RecomputedSequential
 from revgan.engine.reversible import (
     AdditiveCoupling,
     AffineCoupling,
@@ -158,12 +159,15 @@ class RevGenerator(nn.Module):
         self.size_divisor = 2**n_downsampling
         head, tail, fg = ((resnet_head, resnet_tail, resnet_fg) if style == "resnet"
                           else (edsr_head, edsr_tail, edsr_fg))
-        self.encoder_A = nn.Sequential(*head(input_nc_A, ngf, n_downsampling, norm, dims))
-        self.encoder_B = nn.Sequential(*head(input_nc_B, ngf, n_downsampling, norm, dims))
-        self.decoder_A = nn.Sequential(*tail(input_nc_A, ngf, n_downsampling, norm, dims,
-                                             upsample=upsample))
-        self.decoder_B = nn.Sequential(*tail(input_nc_B, ngf, n_downsampling, norm, dims,
-                                             upsample=upsample))
+        # whole stages for --recompute_stages (only their inputs kept when it is on)
+        self.encoder_A = RecomputedSequential(*head(input_nc_A, ngf, n_downsampling, norm,
+                                                    dims))
+        self.encoder_B = RecomputedSequential(*head(input_nc_B, ngf, n_downsampling, norm,
+                                                    dims))
+        self.decoder_A = RecomputedSequential(*tail(input_nc_A, ngf, n_downsampling, norm,
+                                                    dims, upsample=upsample))
+        self.decoder_B = RecomputedSequential(*tail(input_nc_B, ngf, n_downsampling, norm,
+                                                    dims, upsample=upsample))
         half = ngf * 2**n_downsampling // 2
         out = half * _out_mult(coupling)
         blocks = [_coupling(coupling,
