@@ -47,10 +47,16 @@ def test_residual_output_is_input_plus_the_plain_output(kind, dims):
     torch.manual_seed(0)
     residual = build(dims, True).eval()
     plain = build(dims, False).eval()
+    x = random_input((1, 1) + ((size2,) * 2 if dims == 2 else (size3,) * 3))
+    with torch.no_grad():
+        for direction in _directions(residual):  # at init: the identity (a zero correction)
+            assert torch.equal(_run(residual, x, direction), x), direction
+        for p in residual.parameters():  # non-trivial weights everywhere
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
+                    * 0.3)
     # the option adds no parameter: the same keys, so the plain weights load as they are
     assert residual.state_dict().keys() == plain.state_dict().keys()
     plain.load_state_dict(residual.state_dict())
-    x = random_input((1, 1) + ((size2,) * 2 if dims == 2 else (size3,) * 3))
     with torch.no_grad():
         for direction in _directions(residual):
             correction = _run(plain, x, direction)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from revgan.engine.recompute import RecomputedSequential
 from revgan.errors import UserError
 from revgan.networks import layers
-from revgan.networks.init import init_weights
+from revgan.networks.init import init_weights, zero_init
 
 # 3D U-Nets stop at this many levels whatever unet_<N> says (the reference's 3D U-Net depth),
 # so every unet name runs on volume patches whose sides are multiples of 16.
@@ -47,6 +47,14 @@ def check_residual(residual: bool, input_nc: int, output_nc: int) -> bool:
         raise UserError(f"--residual adds the input to the output, so it needs as many input "
                         f"as output channels (got {input_nc} and {output_nc})")
     return residual
+
+
+def zero_correction(decoder: nn.Module) -> None:
+    """Zero-initialise the last convolution of a residual generator's ``decoder``, so the
+    generator starts as the identity: the input is the best guess before training (for
+    super-resolution, the interpolated volume), and a random initial correction would start
+    worse than it. Gradients still reach that convolution from the first step."""
+    zero_init([m for m in decoder.modules() if isinstance(m, nn.modules.conv._ConvNd)][-1])
 
 
 # --------------------------------------------------------------------------- ResNet parts
@@ -133,6 +141,8 @@ class ResnetGenerator(nn.Module):
             *[ResnetBlock(core_ch, norm, use_dropout, dims) for _ in range(n_blocks)],
             *resnet_tail(output_nc, ngf, n_downsampling, norm, dims, upsample=upsample),
             stages=range(len(head), len(head) + n_blocks + 1))
+        if self.residual:
+            zero_correction(self.model)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
@@ -213,6 +223,8 @@ class UnetGenerator(nn.Module):
         self.model = UnetSkipBlock(output_nc, ngf, input_nc=input_nc, submodule=block,
                                    outermost=True, norm=norm, dims=dims,
                                    uncancelled_bias=uncancelled_bias)
+        if self.residual:
+            zero_correction(self.model)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)

@@ -1,0 +1,66 @@
+"""benchmarks/bench_sr3d.py: its smoke run (--quick, no nilearn), split and verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
+_spec = importlib.util.spec_from_file_location("_bench_sr3d", BENCH_DIR / "bench_sr3d.py")
+sr3d = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = sr3d
+_spec.loader.exec_module(sr3d)
+
+
+def test_smoke_sr3d_quick(tmp_path, capsys):
+    out = tmp_path / "sr3d.json"
+    sr3d.main(["--quick", "--runs", "paired_revgan3d,pix2pix3d", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert out.with_suffix(".md").read_text().startswith("# 3D x2 super-resolution")
+    rows = {r["run"]: r for r in results["rows"]}
+    assert list(rows) == ["cubic", "trilinear input", "paired_revgan3d", "pix2pix3d"]
+    assert not [r["error"] for r in rows.values() if "error" in r]
+    for r in rows.values():
+        for where in ("mask", "whole"):
+            assert np.isfinite([r[where][k] for k in ("PSNR", "SSIM", "MAE")]).all()
+    # cubic interpolation beats the trilinear input on the generated phantom
+    assert rows["cubic"]["mask"]["PSNR"] > rows["trilinear input"]["mask"]["PSNR"]
+    assert rows["paired_revgan3d"]["residual"] is True
+    assert rows["paired_revgan3d"]["generator_params"] > 0
+    # training and held-out parts are disjoint, separated by the gap
+    data = results["data"]
+    assert data["test_range"][0] - data["train_range"][1] == data["gap"] >= 6
+    # each verdict follows from its own numbers
+    rev, p2p, cubic = rows["paired_revgan3d"], rows["pix2pix3d"], rows["cubic"]
+    expected = [rev["mask"]["PSNR"] - cubic["mask"]["PSNR"] >= 1.5,
+                rev["mask"]["PSNR"] >= p2p["mask"]["PSNR"],
+                rev["generator_params"] <= 0.6 * p2p["generator_params"]]
+    assert [t["verdict"] for t in results["targets"]] == [
+        "met" if ok else "missed" for ok in expected]
+    capsys.readouterr()
+
+
+def test_split_leaves_a_gap_and_patches_stay_in_training_part():
+    volume = np.arange(16 * 40 * 16, dtype=np.float32).reshape(16, 40, 16)
+    parts = sr3d.split({"target": volume, "input": volume, "mask": volume > 0}, gap=8)
+    assert parts["train_range"] == [0, 16] and parts["test_range"] == [24, 40]
+    draw = sr3d.patch_sampler(parts["train"], 16, seed=0)
+    for _ in range(20):
+        patch = draw()["B"].numpy()
+        y = (patch.astype(np.int64) // 16) % 40  # each voxel's index along the split axis
+        assert y.max() < 16
+
+
+def test_missing_nilearn_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nilearn", None)  # import nilearn raises ImportError
+    with pytest.raises(SystemExit) as exc:
+        sr3d.main(["--out", str(tmp_path / "x.json"), "--runs", "pix2pix3d"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("needs nilearn: pip install nilearn")
