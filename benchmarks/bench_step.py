@@ -36,6 +36,7 @@ import torch
 from harness import _loadavg, machine_info, prepare_output, write_text
 
 from revgan.errors import UserError, exits_cleanly
+from revgan.models.registry import MODELS
 from revgan.train.plan import (
     PlanOptions,
     count_flops,
@@ -85,19 +86,37 @@ def rows(setting: Setting) -> list[Row]:
     idt = {"lambda_identity": 0.5} if setting.dims == 2 else {}
     unet = {} if setting.dims == 3 else {"netG": f"unet_{setting.side}"}
     res = "resnet_9blocks" if setting.dims == 2 else "resnet_6blocks"
+    p2p_res = {"netG": res, "norm": "instance", "no_dropout": True}
+
+    def other_recompute(model: str) -> dict:  # the --recompute_stages the model's row lacks
+        default = MODELS[model].defaults.get("recompute_stages", "off")
+        return {"recompute_stages": "off" if default == "on" else "on"}
+
+    def flag(values: dict) -> str:
+        return f"--recompute_stages {values['recompute_stages']}"
+
+    rec = {name: other_recompute(name) for name in (cyc, rev, prev, p2p)}
     return [
         Row(cyc, cyc, {**idt}),
         Row(f"{cyc} grouped", cyc, {**idt, "grouped_backward": "on"}, cyc),
+        Row(f"{cyc} {flag(rec[cyc])}", cyc, {**idt, **rec[cyc]}, cyc),
         Row(rev, rev, {**idt}, cyc),
+        Row(f"{rev} {flag(rec[rev])}", rev, {**idt, **rec[rev]}, cyc),
         Row(f"{rev} summed", rev, {**idt, "grouped_backward": "off"}, cyc),
         Row(f"{rev} --use_naive", rev, {**idt, "use_naive": True}, cyc),
         Row(f"{rev} --keep_blocks 4", rev, {**idt, "keep_blocks": 4}, cyc),
         Row(f"{rev} --fully_reversible", rev, {**idt, "fully_reversible": True}, cyc),
-        Row(f"{p2p} {res}", p2p, {"netG": res, "norm": "instance", "no_dropout": True}),
+        Row(f"{p2p} {res}", p2p, p2p_res),
+        Row(f"{p2p} {res} {flag(rec[p2p])}", p2p, {**p2p_res, **rec[p2p]}, f"{p2p} {res}"),
         Row(f"{p2p} U-Net", p2p, unet, f"{p2p} {res}"),
         Row(prev, prev, {}, f"{p2p} {res}"),
+        Row(f"{prev} {flag(rec[prev])}", prev, rec[prev], f"{p2p} {res}"),
         Row(f"{prev} --use_naive", prev, {"use_naive": True}, f"{p2p} {res}"),
-    ]
+        Row(f"{prev} --fully_reversible", prev, {"fully_reversible": True}, f"{p2p} {res}"),
+    ] + ([  # the decoders' x2 layers as pix2pix's ResNet has them (2D RevGAN default: resize)
+        Row(f"{prev} --upsample transpose --recompute_stages on", prev,
+            {"upsample": "transpose", "recompute_stages": "on"}, f"{p2p} {res}"),
+    ] if setting.dims == 2 else [])
 
 
 # Targets of issue #10: (setting, row, baseline, metric, bound)
@@ -129,7 +148,9 @@ def measure_setting(setting: Setting, selected: list[Row], device: torch.device,
         results[row.label] = {  # counting the FLOPs is the second warm-up iteration
             "model": row.model, "options": values, "baseline": row.baseline,
             "params_G": params["G"], "params_D": sum(v for k, v in params.items() if k != "G"),
-            "flops": count_flops(model)}
+            "flops": count_flops(model),
+            "generator": {"netG": model.opt.netG, "upsample": model.opt.upsample,
+                          "recompute_stages": model.opt.recompute_stages}}
         models[row.label] = model
     for label, model in models.items():  # memory: one model at a time is stepping
         gc.collect()
@@ -152,6 +173,28 @@ def measure_setting(setting: Setting, selected: list[Row], device: torch.device,
     return results
 
 
+def both_directions(setting: Setting, results: dict) -> list[dict]:
+    """``paired_revgan`` trains A→B and B→A in one run, pix2pix one direction: compare its
+    rows with what a user runs for both directions, two pix2pix runs one after the other
+    (time: twice one run's; peak: one run's, as they do not overlap)."""
+    suffix = "3d" if setting.dims == 3 else ""
+    res = "resnet_9blocks" if setting.dims == 2 else "resnet_6blocks"
+    base = results.get(f"pix2pix{suffix} {res}")
+    if base is None:
+        return []
+    out = []
+    for label, r in results.items():
+        if r["model"] != f"paired_revgan{suffix}":
+            continue
+        out.append({"row": label, "vs": f"2 runs of pix2pix{suffix} {res}",
+                    "s_per_iter": r["s_per_iter"], "peak_bytes": r["peak_bytes"],
+                    "base_s_per_iter": 2 * base["s_per_iter"],
+                    "base_peak_bytes": base["peak_bytes"],
+                    "time_ratio": r["s_per_iter"] / (2 * base["s_per_iter"]),
+                    "memory_ratio": r["peak_bytes"] / base["peak_bytes"]})
+    return out
+
+
 def what_fits(device: torch.device, budget: str, quick: bool) -> list[dict]:
     out = []
     pairs = [("unpaired_revgan3d", "cycle_gan3d", (16, 24) if quick else (24, 32)),
@@ -172,6 +215,11 @@ def _fmt(value, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _generator(row: dict) -> str:
+    g = row.get("generator")
+    return "–" if g is None else f"{g['netG']}, {g['upsample']}, {g['recompute_stages']}"
+
+
 def markdown(report: dict) -> str:
     lines = ["# The whole training step: RevGAN vs CycleGAN and pix2pix", "",
              f"torch {report['machine']['torch']}, {report['machine']['device']}, "
@@ -185,22 +233,37 @@ def markdown(report: dict) -> str:
              "rounds across the rows; ratios are to the row named in 'vs' (time: best to "
              "best). "
              "'grouped'/'summed': backward per group of loss terms / one summed backward "
-             "(RevGAN default grouped, baselines summed as upstream).", ""]
+             "(RevGAN default grouped, baselines summed as upstream). G: netG, upsampling, "
+             "--recompute_stages of the row as built (model defaults included).", ""]
     for result in report["settings"].values():
         s = result["setting"]
         ngf = f"ngf {s['ngf']}" if s["ngf"] else "model default ngf"
         lines += [f"## {s['dims']}D, side {s['side']}, {ngf}", "",
                   "| row | vs | params G / D (M) | GFLOP/iter | s/iter best (median) | GFLOP/s | "
-                  "peak MiB | time ratio | memory ratio |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "peak MiB | time ratio | memory ratio | G |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for label, r in result["rows"].items():
             lines.append(
                 f"| {label} | {r['baseline'] or '(baseline)'} | {r['params_G'] / 1e6:.2f} / "
                 f"{r['params_D'] / 1e6:.2f} | {r['flops'] / 1e9:.1f} | {r['s_per_iter']:.3f} "
                 f"({r['s_per_iter_median']:.3f}) | "
                 f"{r['gflops_per_s']:.1f} | {r['peak_bytes'] / MiB:.1f} | "
-                f"{_fmt(r.get('time_ratio'), '.2f')} | {_fmt(r.get('memory_ratio'), '.2f')} |")
+                f"{_fmt(r.get('time_ratio'), '.2f')} | {_fmt(r.get('memory_ratio'), '.2f')} | "
+                f"{_generator(r)} |")
         lines.append("")
+        if result.get("both_directions"):
+            lines += ["Both directions: paired_revgan trains A→B and B→A in one run (two "
+                      "discriminators), pix2pix one. Against **two pix2pix runs, one after the "
+                      "other** (time: 2 × one run's s/iter; peak: one run's, as they do not "
+                      "overlap):", "",
+                      "| row | vs | s/iter | vs s/iter | peak MiB | vs peak MiB | time ratio | "
+                      "memory ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+            for b in result["both_directions"]:
+                lines.append(f"| {b['row']} | {b['vs']} | {b['s_per_iter']:.3f} | "
+                             f"{b['base_s_per_iter']:.3f} | {b['peak_bytes'] / MiB:.1f} | "
+                             f"{b['base_peak_bytes'] / MiB:.1f} | {b['time_ratio']:.2f} | "
+                             f"{b['memory_ratio']:.2f} |")
+            lines.append("")
     if report.get("what_fits"):
         lines += ["## What fits (revgan plan, batch 1)", "",
                   "| model | budget | probes (side: step MiB) | bytes/voxel | largest side | "
@@ -299,9 +362,9 @@ def main(argv: list[str] | None = None) -> None:
         if not chosen:
             continue
         print(f"setting {key}: {', '.join(r.label for r in chosen)}", flush=True)
-        report["settings"][key] = {"setting": setting.__dict__,
-                                   "rows": measure_setting(setting, chosen, device, repeats,
-                                                           args.amp)}
+        measured = measure_setting(setting, chosen, device, repeats, args.amp)
+        report["settings"][key] = {"setting": setting.__dict__, "rows": measured,
+                                   "both_directions": both_directions(setting, measured)}
     if not args.no_plan:
         print("what fits ...", flush=True)
         report["what_fits"] = what_fits(device, args.budget, args.quick)
