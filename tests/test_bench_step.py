@@ -43,3 +43,16 @@ def test_row_filter_keeps_the_baseline_and_writes_ratios(tmp_path):
         bench.prepare_output(out, overwrite=False)
     with pytest.raises(SystemExit):
         bench.main(["--settings", "99", "--out", str(tmp_path / "t.json")])
+
+
+def test_both_directions_compares_with_two_pix2pix_runs():
+    bench = _bench_step()
+    results = {"pix2pix resnet_9blocks": {"model": "pix2pix", "s_per_iter": 2.0,
+                                          "peak_bytes": 100},
+               "paired_revgan": {"model": "paired_revgan", "s_per_iter": 3.0, "peak_bytes": 80},
+               "cycle_gan": {"model": "cycle_gan", "s_per_iter": 1.0, "peak_bytes": 10}}
+    out = bench.both_directions(bench.settings()["128"], results)
+    assert [b["row"] for b in out] == ["paired_revgan"]
+    assert out[0]["time_ratio"] == pytest.approx(3.0 / 4.0)  # against two runs' time
+    assert out[0]["memory_ratio"] == pytest.approx(0.8)  # runs one after the other
+    assert bench.both_directions(bench.settings()["128"], {"paired_revgan": {}}) == []
