@@ -48,8 +48,11 @@ def test_demo_quick_3d(tmp_path, capsys, monkeypatch):
     assert list((tmp_path / "results" / "demo_paired_revgan3d").glob("translated_*.nii.gz"))
     page = tmp_path / "results" / "demo_paired_revgan3d" / "test_latest" / "index.html"
     assert page.is_file()
-    model_mae, input_mae = (float(v) for v in _row(out, "  MAE (input units)"))
+    model_mae, input_mae, change = _row(out, "  MAE (input units)")
+    model_mae, input_mae = float(model_mae), float(input_mae)
     assert model_mae > 0 and input_mae > 0
+    # the relative change printed beside them follows from the two numbers
+    assert change.endswith("%") and abs(float(change[:-1]) - 100 * (model_mae / input_mae - 1)) <= 1
     assert re.search(r"model MAE \d+% (lower|higher) than the input's", out)
 
 
