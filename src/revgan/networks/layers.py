@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from revgan.errors import UserError
@@ -37,10 +39,52 @@ def upsample_x2(dims: int, ch_in: int, ch_out: int, mode: str, bias: bool) -> nn
         return conv_transpose(dims, ch_in, ch_out, kernel_size=3, stride=2, padding=1,
                               output_padding=1, bias=bias)
     if mode == "resize":
-        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                             replication_pad(dims, 1),
-                             conv(dims, ch_in, ch_out, kernel_size=3, bias=bias))
+        return ResizeConv(nn.Upsample(scale_factor=2, mode="nearest"), replication_pad(dims, 1),
+                          conv(dims, ch_in, ch_out, kernel_size=3, bias=bias))
     raise UserError(f"unknown upsampling '{mode}'; choose one of {', '.join(UPSAMPLES)}")
+
+
+# Nearest x2 then a 3-tap conv, seen from the low-resolution grid: output phase 0 of a dim
+# reads input offsets (-1, 0, 0) with taps (w0, w1, w2), phase 1 reads (0, 0, +1).
+# Row = phase, column = input offset (-1, 0, +1), entry = the taps summed there.
+_PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1], [0, 0, 0]],
+                            [[0.0, 0, 0], [1, 1, 0], [0, 0, 1]]])
+
+
+class ResizeConv(nn.Sequential):
+    """Nearest x2, replication pad 1, conv 3 -- computed as one conv on the small input
+    with 2**dims phase kernels, then a pixel shuffle.
+
+    The same function and parameters as running the three layers in turn (the same
+    state-dict keys), but the x2 input is never built, so backward keeps the small input
+    instead of one 2**dims times its size: the decoders' largest saved tensor.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims, layer = x.dim() - 2, self[2]
+        bias = None if layer.bias is None else layer.bias.repeat_interleave(2**dims)
+        small = F.pad(x, (1, 1) * dims, mode="replicate")
+        y = (F.conv2d, F.conv3d)[dims - 2](small, _phase_kernels(layer.weight, dims), bias)
+        return _pixel_shuffle(y, dims)
+
+
+def _phase_kernels(weight: torch.Tensor, dims: int) -> torch.Tensor:
+    """(out, in, 3, ...) taps -> (out * 2**dims, in, 3, ...): one kernel per output phase,
+    channels ordered (out, phase_1, ..., phase_dims) as the pixel shuffle reads them."""
+    taps, phases, offsets = "tsr"[:dims], "abc"[:dims], "uvw"[:dims]
+    equation = (f"oi{taps}," + ",".join(f"{a}{u}{t}" for a, u, t in zip(phases, offsets, taps))
+                + f"->o{phases}i{offsets}")
+    table = _PHASE_TAPS.to(device=weight.device, dtype=weight.dtype)
+    kernels = torch.einsum(equation, weight, *([table] * dims))
+    return kernels.reshape(weight.shape[0] * 2**dims, weight.shape[1], *(3,) * dims)
+
+
+def _pixel_shuffle(y: torch.Tensor, dims: int) -> torch.Tensor:
+    """(N, C * 2**dims, *S) -> (N, C, *2S), phases in the order of ``_phase_kernels``."""
+    n, c, size = y.shape[0], y.shape[1] // 2**dims, y.shape[2:]
+    y = y.reshape(n, c, *(2,) * dims, *size)
+    order = [0, 1] + [i for d in range(dims) for i in (2 + dims + d, 2 + d)]
+    return y.permute(order).reshape(n, c, *(2 * s for s in size))
 
 
 def reflection_pad(dims: int, padding: int) -> nn.Module:
