@@ -6,9 +6,9 @@
 After two warm-up steps, one step is run with the heap sampled continuously (the meter of
 ``bench_step.py``) and split into phases: each generator group's forward and backward, the
 optimiser steps, the discriminator step. For each generator group it also tallies the
-tensors autograd saves for backward, by the top-level part that saved them (encoder_A,
-core, decoder_B, D_A, ...; storages counted once). Prints a markdown report; nothing is
-written unless ``--out`` is given.
+tensors autograd saves for backward (weights excluded), by the top-level part that saved
+them (encoder_A, core, decoder_B, D_A, ...; storages counted once). Prints a markdown
+report; with ``--out`` it also appends it to that file.
 """
 
 from __future__ import annotations
@@ -84,6 +84,9 @@ class SavedTally:
 
     def __init__(self, parts: dict[str, torch.nn.Module]):
         self.stack: list[str] = []
+        # weights are saved for backward too, but they exist before the step anyway
+        self.weights = {p.untyped_storage().data_ptr() for m in parts.values()
+                        for p in m.parameters()}
         self.bytes: dict[str, int] = defaultdict(int)
         self.seen: set[int] = set()
         self.handles = []
@@ -102,7 +105,7 @@ class SavedTally:
     def pack(self, t: torch.Tensor):
         storage = t.untyped_storage()
         key = storage.data_ptr()
-        if key not in self.seen and storage.nbytes() > 0:
+        if key not in self.seen and key not in self.weights and storage.nbytes() > 0:
             self.seen.add(key)
             self.bytes[self.stack[-1] if self.stack else "loss/glue"] += storage.nbytes()
         return t
@@ -216,7 +219,8 @@ def main() -> None:
     text = markdown(args.model, args.side, values, profile(args.model, args.side, values))
     print(text)
     if args.out:
-        write_text(Path(args.out), text)
+        path = Path(args.out)
+        write_text(path, (path.read_text() + "\n" if path.exists() else "") + text)
 
 
 if __name__ == "__main__":
