@@ -36,25 +36,29 @@ def check_input(x: Tensor, channels: int, divisor: int, what: str = "input") -> 
 
 
 def check_residual(residual: bool, input_nc: int, output_nc: int) -> bool:
-    """``residual`` (a global skip, output = input + correction) needs equal channel counts.
-
-    The correction keeps the decoder's final tanh: it bounds the correction to (-1, 1) (half
-    the [-1, 1] data range, ample for a sharpening or denoising correction), is linear near
-    zero where such corrections live, so it costs no gradient there, and keeps the first
-    outputs as tame as the non-residual generators' (a zero correction is the identity).
-    """
+    """``residual`` (a global skip, output = input + correction) needs equal channel counts."""
     if residual and input_nc != output_nc:
         raise UserError(f"--residual adds the input to the output, so it needs as many input "
                         f"as output channels (got {input_nc} and {output_nc})")
     return residual
 
 
-def zero_correction(decoder: nn.Module) -> None:
-    """Zero-initialise the last convolution of a residual generator's ``decoder``, so the
-    generator starts as the identity: the input is the best guess before training (for
-    super-resolution, the interpolated volume), and a random initial correction would start
-    worse than it. Gradients still reach that convolution from the first step."""
+def make_correction(decoder: nn.Module) -> None:
+    """Turn the output part of a residual generator into a correction: its last convolution
+    starts at zero, so the generator starts as the identity (the input is the best guess
+    before training: for super-resolution, the interpolated volume; a random correction
+    starts worse), and its final tanh is dropped (the correction is linear). A tanh on the
+    correction was measured to trap training: Adam's first steps move every weight of the
+    zero-initialised conv by about the learning rate at once, the summed correction lands
+    beyond ±2 where tanh is flat, and there its gradient vanishes (MNI152 x2
+    super-resolution, benchmarks/bench_sr3d.py: the correction stuck at +1 everywhere, PSNR
+    5.6 dB). The output is therefore unbounded, as the fully reversible generator's is;
+    the losses pull it into [-1, 1], and writing results clamps it."""
     zero_init([m for m in decoder.modules() if isinstance(m, nn.modules.conv._ConvNd)][-1])
+    name = [n for n, m in decoder.named_modules() if isinstance(m, nn.Tanh)][-1]
+    parent_name, _, child = name.rpartition(".")
+    setattr(decoder.get_submodule(parent_name) if parent_name else decoder, child,
+            nn.Identity())
 
 
 # --------------------------------------------------------------------------- ResNet parts
@@ -142,7 +146,7 @@ class ResnetGenerator(nn.Module):
             *resnet_tail(output_nc, ngf, n_downsampling, norm, dims, upsample=upsample),
             stages=range(len(head), len(head) + n_blocks + 1))
         if self.residual:
-            zero_correction(self.model)
+            make_correction(self.model)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
@@ -224,7 +228,7 @@ class UnetGenerator(nn.Module):
                                    outermost=True, norm=norm, dims=dims,
                                    uncancelled_bias=uncancelled_bias)
         if self.residual:
-            zero_correction(self.model)
+            make_correction(self.model)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.input_nc, self.size_divisor)
@@ -261,7 +265,7 @@ def define_G(netG: str, input_nc: int, output_nc: int, ngf: int = 64, norm: str 
 
     ``upsample``: the ResNet decoder's x2 layers (U-Nets keep their ConvT4 s2, whose kernel
     the stride divides, so it has no checkerboard of its own). ``residual``: output = input +
-    the network's (tanh-bounded) output, see :func:`check_residual`.
+    a linear correction that starts at zero, see :func:`make_correction`.
 
     ``uncancelled_bias``: U-Nets get a bias on the two down convolutions no norm follows,
     as pix2pix's U-Net has with instance norm (imported checkpoints need it)."""

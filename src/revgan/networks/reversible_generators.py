@@ -31,10 +31,10 @@ from revgan.networks import layers
 from revgan.networks.generators import (
     check_input,
     check_residual,
+    make_correction,
     parse_resnet_blocks,
     resnet_head,
     resnet_tail,
-    zero_correction,
 )
 from revgan.networks.init import init_weights, zero_init
 
@@ -142,7 +142,8 @@ class RevGenerator(nn.Module):
     (kept by :func:`init_weights`, which skips flagged layers). ``residual`` adds a global
     skip around each direction, outside the core: ``G_AB(x) = x + decoder_B(core(encoder_A(x)))``
     and ``G_BA(y) = y + decoder_A(core⁻¹(encoder_B(y)))``; the core is unchanged and both
-    decoders' last convs start at zero (both directions start as the identity).
+    decoders end in a linear correction that starts at zero (both directions start as the
+    identity; see :func:`~revgan.networks.generators.make_correction`).
     """
 
     def __init__(self, input_nc_A: int, input_nc_B: int, ngf: int = 64, n_blocks: int = 9,
@@ -171,8 +172,8 @@ class RevGenerator(nn.Module):
         self.decoder_B = RecomputedSequential(*tail(input_nc_B, ngf, n_downsampling, norm,
                                                     dims, upsample=upsample))
         if self.residual:
-            zero_correction(self.decoder_A)
-            zero_correction(self.decoder_B)
+            make_correction(self.decoder_A)
+            make_correction(self.decoder_B)
         half = ngf * 2**n_downsampling // 2
         out = half * _out_mult(coupling)
         blocks = [_coupling(coupling,
