@@ -61,11 +61,12 @@ MODELS.update({
         **{k: v for k, v in MODELS[name].defaults.items() if k not in _REV_2D}, **_3D,
         "netG": netG})
     for name, netG in _NETG_3D.items()})
-# RevGANs re-run their encoders/decoders in backward (--recompute_stages): once the core
-# keeps almost nothing, their full-resolution activations hold the step's peak. Measured
-# (benchmarks/results/step_recompute_*.md): peak 0.39 -> 0.17x CycleGAN's at 64^3, 0.27 ->
-# 0.16x at 128^2, paired 128^2 -22%, for +1-6% time in 2D and ~+20% in 3D. Baselines: off.
-for _name in ("unpaired_revgan", "paired_revgan", "unpaired_revgan3d", "paired_revgan3d"):
+# Where the encoders/decoders hold the step's peak once the core keeps almost nothing, they
+# are re-run in backward (--recompute_stages). Measured (benchmarks/results/step_recompute_
+# 3d64.md, step_recompute_2d.md): unpaired 3D 64^3 peak 0.39 -> 0.17x CycleGAN's (time
+# 0.66 -> 0.83x); paired 128^2 0.83 -> 0.57x pix2pix's (time +12%). unpaired_revgan (2D)
+# stays off: at 128^2 it is 0.19x CycleGAN's peak already, and on costs ~10% time.
+for _name in ("paired_revgan", "unpaired_revgan3d", "paired_revgan3d"):
     MODELS[_name] = dataclasses.replace(
         MODELS[_name], defaults={**MODELS[_name].defaults, "recompute_stages": "on"})
 
