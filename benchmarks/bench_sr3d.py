@@ -254,6 +254,8 @@ def train_and_test(run: str, parts: dict, args: argparse.Namespace, log=print) -
             pred = model.translate(x, "AtoB")[0, 0].numpy()
         row["translate_s"] = time.perf_counter() - t0
         row.update(region_metrics(pred, test["target"], test["mask"]))
+        log(f"[{run}] held-out PSNR {row['mask']['PSNR']:.2f} dB in the brain mask, "
+            f"{row['whole']['PSNR']:.2f} dB whole")
     except Exception as exc:  # noqa: BLE001 - report and go on with the other runs
         row["error"] = f"{type(exc).__name__}: {exc}"
         row["traceback"] = traceback.format_exc()
