@@ -117,7 +117,7 @@ SCHEDULES_2D = {
 # weighs a tenth as much) 16.9 (20%); 640 steps, with --recompute_stages off (these patches
 # are tiny: recomputation only costs time), 16.4 (22% below) in 152 s wall on one core.
 # (Those runs had a tanh on the correction; it is linear now, see
-# revgan.networks.generators.make_correction: 16.45, 22% below, CPU 172 s.)
+# revgan.networks.generators.make_correction: 16.45, 22% below, 148 s wall for the demo.)
 SCHEDULES_3D = {
     "quick": Schedule3D(shape=24, n_train=2, n_test=1, netG="edsrF_2", ngf=4, patch=16,
                         samples_per_volume=2, batch_size=1, lr=1e-3, epochs=1, residual=True,
