@@ -24,13 +24,13 @@ def test_smoke_sr3d_quick(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert out.with_suffix(".md").read_text().startswith("# 3D x2 super-resolution")
     rows = {r["run"]: r for r in results["rows"]}
-    assert list(rows) == ["cubic", "trilinear input", "paired_revgan3d", "pix2pix3d"]
+    assert list(rows) == ["cubic", "trilinear", "paired_revgan3d", "pix2pix3d"]
     assert not [r["error"] for r in rows.values() if "error" in r]
     for r in rows.values():
         for where in ("mask", "whole"):
             assert np.isfinite([r[where][k] for k in ("PSNR", "SSIM", "MAE")]).all()
     # cubic interpolation beats the trilinear input on the generated phantom
-    assert rows["cubic"]["mask"]["PSNR"] > rows["trilinear input"]["mask"]["PSNR"]
+    assert rows["cubic"]["mask"]["PSNR"] > rows["trilinear"]["mask"]["PSNR"]
     assert rows["paired_revgan3d"]["residual"] is True
     assert rows["paired_revgan3d"]["generator_params"] > 0
     # training and held-out parts are disjoint, separated by the gap
