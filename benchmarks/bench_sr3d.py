@@ -59,7 +59,7 @@ from harness import machine_info, prepare_output, write_text  # noqa: E402
 
 from revgan.demo.volumes import low_resolution, make_phantom  # noqa: E402
 from revgan.errors import UserError, exits_cleanly  # noqa: E402
-from revgan.evaluation.metrics import SSIM_KERNEL, SSIM_SIGMA  # noqa: E402
+from revgan.evaluation.metrics import ssim_map  # noqa: E402
 from revgan.models import create_model  # noqa: E402
 from revgan.models.registry import build_config  # noqa: E402
 from revgan.networks import count_parameters  # noqa: E402
@@ -156,43 +156,12 @@ def patch_sampler(train: dict, patch: int, seed: int):
 # --------------------------------------------------------------------------- metrics
 
 
-def _gaussian_filter(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filtering of a D×H×W tensor (no border: the map shrinks by
-    ``len(kernel) - 1`` per axis, as torchmetrics' SSIM crops it)."""
-    k = kernel.view(1, 1, -1)
-    for axis in range(3):
-        moved = x.movedim(axis, -1)
-        shape = moved.shape
-        out = torch.nn.functional.conv1d(moved.reshape(-1, 1, shape[-1]), k)
-        x = out.reshape(*shape[:-1], out.shape[-1]).movedim(-1, axis)
-    return x
-
-
-def ssim_map(pred: torch.Tensor, target: torch.Tensor, data_range: float) -> torch.Tensor:
-    """The SSIM map (Wang et al. 2004; revgan's 11-voxel, sigma 1.5 Gaussian window) of two
-    D×H×W volumes, separably filtered: torchmetrics' 3D SSIM unfolds the 11³ window
-    (about 5 x 1331 values per voxel) and cannot hold a whole brain in memory."""
-    coords = torch.arange(SSIM_KERNEL, dtype=torch.float64) - (SSIM_KERNEL - 1) / 2
-    kernel = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))
-    kernel /= kernel.sum()
-    p, t = pred.double(), target.double()
-    mu_p, mu_t = _gaussian_filter(p, kernel), _gaussian_filter(t, kernel)
-    var_p = _gaussian_filter(p * p, kernel) - mu_p**2
-    var_t = _gaussian_filter(t * t, kernel) - mu_t**2
-    cov = _gaussian_filter(p * t, kernel) - mu_p * mu_t
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    return ((2 * mu_p * mu_t + c1) * (2 * cov + c2)
-            / ((mu_p**2 + mu_t**2 + c1) * (var_p + var_t + c2)))
-
-
 def region_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict:
     """PSNR, SSIM, MAE ([-1, 1] units, range 2) on the whole region and inside ``mask``
-    (SSIM there: the map's mean over the mask voxels it covers)."""
+    (SSIM there: the mean of revgan's SSIM map, reflect-padded borders, over the mask)."""
     p, t = (torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for v in (pred, target))
     m = torch.from_numpy(mask)
-    smap = ssim_map(p, t, 2.0)
-    half = SSIM_KERNEL // 2
-    inner = m[tuple(slice(half, s - half) for s in m.shape)]
+    smap = ssim_map(p[None, None], t[None, None], 2.0)[0, 0]
 
     def scores(diff: torch.Tensor, ssim: torch.Tensor) -> dict:
         mse = float(diff.pow(2).mean())
@@ -200,7 +169,7 @@ def region_metrics(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> di
                 "SSIM": float(ssim.mean()), "MAE": float(diff.abs().mean())}
 
     diff = (p - t).double()
-    return {"mask": scores(diff[m], smap[inner]), "whole": scores(diff, smap)}
+    return {"mask": scores(diff[m], smap[m]), "whole": scores(diff, smap)}
 
 
 # --------------------------------------------------------------------------- training
