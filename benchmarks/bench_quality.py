@@ -48,7 +48,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from harness import machine_info, prepare_output, write_text  # noqa: E402
+from harness import machine_info, output_paths, prepare_output, publish  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from revgan.engine.memory import peak_memory  # noqa: E402
@@ -568,16 +568,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     default = RESULTS / ("quality_quick.json" if args.quick else "quality.json")
-    out = prepare_output(Path(args.out) if args.out else default, args.overwrite)
-    report = prepare_output(out.with_suffix(".md"), args.overwrite)
+    out, report = output_paths(args.out, default, args.overwrite)
     curves = prepare_output(out.with_name(out.stem + "_curves.png"), args.overwrite)
     results = run(args, curves, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    text = markdown(results)
-    print(text)
-    write_text(out, json.dumps(results, indent=1) + "\n")
-    write_text(report, text + "\n")
-    print(f"\nresults: {out}")
-    return results
+    return publish(results, markdown(results), out, report)
 
 
 if __name__ == "__main__":

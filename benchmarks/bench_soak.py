@@ -35,7 +35,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from harness import machine_info, prepare_output, write_text  # noqa: E402
+from harness import machine_info, output_paths, publish  # noqa: E402
 
 from revgan.cli.options import parse_options  # noqa: E402
 from revgan.demo.scenes import make_demo_dataset  # noqa: E402
@@ -318,18 +318,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     default = RESULTS / ("soak_quick.json" if args.quick else "soak.json")
-    out = prepare_output(Path(args.out) if args.out else default, args.overwrite)
-    report = prepare_output(out.with_suffix(".md"), args.overwrite)
+    out, report = output_paths(args.out, default, args.overwrite)
     if args.from_json:
         results = resummarize(Path(args.from_json), args.max_slope)
     else:
         results = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    text = markdown(results)
-    print(text)
-    write_text(out, json.dumps(results, indent=1) + "\n")
-    write_text(report, text + "\n")
-    print(f"\nresults: {out}")
-    return results
+    return publish(results, markdown(results), out, report)
 
 
 if __name__ == "__main__":

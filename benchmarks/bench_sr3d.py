@@ -46,7 +46,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see revgan/__init__.py
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -55,7 +54,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from harness import machine_info, prepare_output, write_text  # noqa: E402
+from harness import machine_info, output_paths, publish  # noqa: E402
 
 from revgan.demo.volumes import low_resolution, make_phantom  # noqa: E402
 from revgan.errors import UserError, exits_cleanly  # noqa: E402
@@ -410,15 +409,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     default = RESULTS / ("sr3d_quick.json" if args.quick else "sr3d.json")
-    out = prepare_output(Path(args.out) if args.out else default, args.overwrite)
-    report = prepare_output(out.with_suffix(".md"), args.overwrite)
+    out, report = output_paths(args.out, default, args.overwrite)
     results = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    text = markdown(results)
-    print(text)
-    write_text(out, json.dumps(results, indent=1) + "\n")
-    write_text(report, text + "\n")
-    print(f"\nresults: {out}")
-    return results
+    return publish(results, markdown(results), out, report)
 
 
 if __name__ == "__main__":

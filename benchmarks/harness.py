@@ -637,6 +637,22 @@ def write_text(path: Path, text: str) -> None:
         raise UserError(f"cannot write {path}: {exc.strerror}")
 
 
+def output_paths(out: str | None, default: Path, overwrite: bool) -> tuple[Path, Path]:
+    """A benchmark's JSON path (``--out`` or ``default``) and its markdown sibling, both
+    checked before any work starts."""
+    path = prepare_output(Path(out) if out else default, overwrite)
+    return path, prepare_output(path.with_suffix(".md"), overwrite)
+
+
+def publish(results: dict, text: str, out: Path, report: Path) -> dict:
+    """Print the markdown table, then write it and the JSON."""
+    print(text)
+    write_text(out, json.dumps(results, indent=1) + "\n")
+    write_text(report, text + "\n")
+    print(f"\nresults: {out}")
+    return results
+
+
 def parse_depths(text: str) -> list[int]:
     try:
         depths = sorted({int(t) for t in text.split(",") if t.strip()})
