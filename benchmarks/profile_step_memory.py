@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,33 +22,26 @@ from pathlib import Path
 import torch
 from harness import write_text
 
-from revgan.engine.memory import heap_bytes
+from revgan.engine.memory import PeakSampler, heap_bytes
 from revgan.train.plan import random_batch, step_model
 
 MiB = 2.0**20
 
 
-class Timeline:
+class Timeline(PeakSampler):
     """Heap samples from a thread, and named phases (start, end) to split them by."""
 
     def __init__(self, period_s: float = 2e-4):
-        self.period_s, self.samples, self.phases = period_s, [], []
-        self._stop = threading.Event()
+        super().__init__(period_s)
+        self.samples, self.phases = [], []
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.perf_counter(), heap_bytes()))
-            time.sleep(self.period_s)
+    def _record(self, heap: int) -> None:
+        super()._record(heap)
+        self.samples.append((time.perf_counter(), heap))
 
     def __enter__(self):
         self.base = heap_bytes()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        return super().__enter__()
 
     @contextlib.contextmanager
     def phase(self, name: str):

@@ -60,8 +60,11 @@ class PeakSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, heap_bytes())
+            self._record(heap_bytes())
             time.sleep(self.period_s)
+
+    def _record(self, heap: int) -> None:
+        self.peak = max(self.peak, heap)
 
     def __enter__(self) -> PeakSampler:
         self.peak = heap_bytes()
