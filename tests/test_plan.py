@@ -42,6 +42,13 @@ def test_plan_solves_the_fitted_line_for_the_budget():
     assert smaller.largest_side < result.largest_side
 
 
+def test_plan_follows_recompute_stages():
+    """Re-running the encoders/decoders keeps less per voxel, so more fits."""
+    on, off = (plan_budget(tiny(recompute_stages=v)) for v in ("on", "off"))
+    assert on.per_voxel < off.per_voxel
+    assert on.largest_side >= off.largest_side
+
+
 def test_plan_cli_prints_the_answer_and_refuses_bad_input(capsys):
     run_cli("plan", "--model", "cycle_gan", "--budget", "512MiB", "--ngf", "4", "--ndf", "4",
             "--netG", "resnet_2blocks", "--probe", "32,64", "--gpu_ids", "-1")

@@ -142,6 +142,8 @@ class PlanOptions:
     fully_reversible: bool = option(False, "the fully reversible generator")
     use_naive: bool = option(False, "plain autograd in the reversible core")
     keep_blocks: int = option(0, "reversible core blocks that keep their activations")
+    recompute_stages: str | None = option(None, "as train's --recompute_stages (default: the "
+                                          "model's)", choices=("on", "off"))
     grouped_backward: str = option("auto", "as train's --grouped_backward",
                                    choices=("auto", "on", "off"))
     amp: str = option("none", "mixed precision, as train's --amp",
@@ -187,7 +189,8 @@ def _model_values(options: PlanOptions) -> dict:
     values = {"fully_reversible": options.fully_reversible, "use_naive": options.use_naive,
               "keep_blocks": options.keep_blocks, "grouped_backward": options.grouped_backward,
               "amp": options.amp}
-    chosen = {"ngf": options.ngf, "ndf": options.ndf, "netG": options.netG}
+    chosen = {"ngf": options.ngf, "ndf": options.ndf, "netG": options.netG,
+              "recompute_stages": options.recompute_stages}
     values.update({key: value for key, value in chosen.items() if value is not None})
     return values
 
