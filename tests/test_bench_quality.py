@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import load_benchmark
 from PIL import Image
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
-_spec = importlib.util.spec_from_file_location("_bench_quality", BENCH_DIR / "bench_quality.py")
-quality = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = quality
-_spec.loader.exec_module(quality)
+quality = load_benchmark("bench_quality")
 
 
 def _facades_like(root: Path, n_train: int = 3, n_test: int = 2) -> None:

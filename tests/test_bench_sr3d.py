@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_benchmark
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
-_spec = importlib.util.spec_from_file_location("_bench_sr3d", BENCH_DIR / "bench_sr3d.py")
-sr3d = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = sr3d
-_spec.loader.exec_module(sr3d)
+sr3d = load_benchmark("bench_sr3d")
 
 
 def test_smoke_sr3d_quick(tmp_path, capsys):

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 from revgan.errors import UserError
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
-
 
 def _bench_step():
-    spec = importlib.util.spec_from_file_location("_bench_step", BENCH_DIR / "bench_step.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_step")
 
 
 def test_row_filter_keeps_the_baseline_and_writes_ratios(tmp_path):

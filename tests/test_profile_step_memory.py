@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))  # the script imports benchmarks/harness.py
+from helpers import load_benchmark
 
 
 def _load():
-    path = BENCH_DIR / "profile_step_memory.py"
-    spec = importlib.util.spec_from_file_location("_profile_step_memory", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("profile_step_memory")
 
 
 def test_smoke_profile_attributes_saved_activations_to_stages():
