@@ -18,13 +18,15 @@ def test_smoke_sr3d_quick(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert out.with_suffix(".md").read_text().startswith("# 3D x2 super-resolution")
     rows = {r["run"]: r for r in results["rows"]}
-    assert list(rows) == ["cubic", "trilinear", "paired_revgan3d", "pix2pix3d"]
+    assert list(rows) == ["cubic", "trilinear", "linear_filter", "paired_revgan3d",
+                          "pix2pix3d"]
     assert not [r["error"] for r in rows.values() if "error" in r]
     for r in rows.values():
         for where in ("mask", "whole"):
             assert np.isfinite([r[where][k] for k in ("PSNR", "SSIM", "MAE")]).all()
     # cubic interpolation beats the trilinear input on the generated phantom
     assert rows["cubic"]["mask"]["PSNR"] > rows["trilinear"]["mask"]["PSNR"]
+    assert results["settings"]["batch"] == 2 and results["settings"]["input_upsampling"] == "cubic"
     assert rows["paired_revgan3d"]["residual"] is True
     assert rows["paired_revgan3d"]["generator_params"] > 0
     # training and held-out parts are disjoint, separated by the gap
@@ -41,14 +43,17 @@ def test_smoke_sr3d_quick(tmp_path, capsys):
 
 
 def test_split_leaves_a_gap_and_patches_stay_in_training_part():
-    volume = np.arange(16 * 40 * 16, dtype=np.float32).reshape(16, 40, 16)
+    volume = np.arange(24 * 40 * 24, dtype=np.float32).reshape(24, 40, 24)
     parts = sr3d.split({"target": volume, "input": volume, "mask": volume > 0}, gap=8)
     assert parts["train_range"] == [0, 16] and parts["test_range"] == [24, 40]
-    draw = sr3d.patch_sampler(parts["train"], 16, seed=0)
-    for _ in range(20):
-        patch = draw()["B"].numpy()
-        y = (patch.astype(np.int64) // 16) % 40  # each voxel's index along the split axis
+    draw = sr3d.patch_sampler(parts["train"], 16, seed=0, batch=3)
+    for _ in range(7):
+        item = draw()
+        patch = item["B"].numpy()
+        assert patch.shape == (3, 1, 16, 16, 16) and len(item["A_paths"]) == 3
+        y = (patch.astype(np.int64) // 24) % 40  # each voxel's index along the split axis
         assert y.max() < 16
+        assert len({float(p.mean()) for p in patch}) > 1  # a batch stacks different patches
 
 
 def test_missing_nilearn_is_one_line(tmp_path, capsys, monkeypatch):
@@ -82,3 +87,18 @@ def test_separable_ssim_agrees_with_revgan_metrics():
     assert got["whole"]["MAE"] == pytest.approx(ref["MAE"], abs=1e-6)
     assert got["whole"]["SSIM"] == pytest.approx(ref["SSIM"], abs=1e-3)
     assert got["mask"] == got["whole"]  # a full mask is the whole region
+
+
+def test_linear_filter_recovers_a_linear_degradation():
+    from scipy.ndimage import correlate
+
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3, 3))
+    parts = {}
+    for name in ("train", "test"):
+        x = rng.normal(size=(10, 12, 9)).astype(np.float32)
+        parts[name] = {"input": x, "mask": rng.random(x.shape) > 0.5,
+                       "target": (correlate(x.astype(np.float64), kernel, mode="nearest")
+                                  + 0.3).astype(np.float32)}
+    got = sr3d.linear_filter(parts["train"], parts["test"])
+    np.testing.assert_allclose(got, parts["test"]["target"], atol=1e-4)
