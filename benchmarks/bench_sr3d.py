@@ -1,12 +1,18 @@
 """3D x2 super-resolution on real data: the MNI152 T1 template (nilearn), revgan vs baselines.
 
-    python benchmarks/bench_sr3d.py [--resolution 2] [--iterations 2000] [--patch 16]
-        [--ngf 16] [--ndf 16] [--runs paired_revgan3d,pix2pix3d,...] [--threads 1]
+    python benchmarks/bench_sr3d.py [--resolution 2] [--iterations 1500] [--batch 8]
+        [--patch 16] [--window 16] [--ngf 32] [--ndf 16] [--rev_lr 3e-4]
+        [--input_upsampling cubic] [--runs paired_revgan3d,pix2pix3d] [--threads 1]
         [--quick] [--out PATH] [--overwrite]
+
+Defaults changed after the issue #11 pilots (docs/quality.md): batch 8 (was 1), ngf 32 (was
+16), paired_revgan3d LR 3e-4 (was 1e-3, which oscillates), cubic input (was trilinear), 1500
+iterations (was 2000), rows paired_revgan3d and pix2pix3d (the ``*_plain`` rows on request).
 
 Data: ``nilearn.datasets.load_mni152_template(resolution)`` (files shipped inside nilearn; no
 download), cropped to even sides and scaled to [-1, 1] (``2 * v / max - 1``; background -1).
-Target: that volume. Input: it averaged over 2x2x2 blocks and upsampled back trilinearly
+Target: that volume. Input: it averaged over 2x2x2 blocks and brought back to full size,
+``--input_upsampling cubic`` (default; the ``cubic`` row below) or ``trilinear``
 (``revgan.demo.volumes.low_resolution``, the 3D demo's degradation), computed once over the
 whole volume as a scanner would.
 
@@ -17,18 +23,21 @@ degradation reaches at most 3 voxels (a 2-voxel block plus one interpolation nei
 no training input or target voxel depends on a held-out voxel. The brain is left-right
 symmetric, not front-back, so the held-out part is not a mirror of the training part.
 
-Rows: ``cubic`` (``scipy.ndimage.zoom`` order 3 of the 2x2x2-averaged volume, grid-aligned
-like the averaging), ``trilinear`` (the default input itself), and the trained models
-(``--runs``): ``paired_revgan3d`` and ``pix2pix3d`` with ``--residual`` (output = input +
-correction), ``*_plain`` without it. Each is built with revgan's own code
-(``build_config`` + ``create_model``) and trained for the same ``--iterations`` on random
-``--patch``³ patches whose centres are brain voxels of the training part (batch 1, constant LR
-for the first half, linear decay to zero over the second), then the held-out region is
-translated with revgan's blended sliding windows (``model.translate``, window = patch,
-overlap 0.5). ``paired_revgan3d``: ``edsrF_<--depth>``, no normalisation, He init, core at
-full resolution (the 3D demo's measured design), LR ``--rev_lr``; ``pix2pix3d``: its registry
-defaults (4-level U-Net, instance norm), LR ``--lr``. Both use the paired objective (GAN +
-``--lambda_L1`` x L1); the RevGAN trains both directions (its inverse direction is x2 downsampling).
+Rows: ``cubic`` (``scipy.ndimage.zoom`` order 3 of the 2x2x2-averaged volume, grid-aligned like
+the averaging), ``trilinear``, ``linear_filter`` (the best linear deblurring: a 3³ filter of
+the models' input fitted by least squares on the training part's brain voxels), and the trained
+models (``--runs``): ``paired_revgan3d`` and ``pix2pix3d`` with ``--residual`` (output = input
++ correction), ``*_plain`` without it. Each is built with revgan's own code (``build_config`` +
+``create_model``) and trained for the same ``--iterations`` on random ``--patch``³ patches
+whose centres are brain voxels of the training part (``--batch`` patches a step; constant LR
+for the first half, linear decay to zero over the second; Adam ``--beta1``), then the held-out
+region is translated with revgan's blended sliding windows (``model.translate``, ``--window``³,
+default the patch, overlap 0.5). ``paired_revgan3d``: ``edsrF_<--depth>``, no normalisation, He
+init, core at full resolution (the 3D demo's measured design), LR ``--rev_lr``, its core
+keeping activations (``keep_blocks`` = depth: same gradients, faster); ``pix2pix3d``: its
+registry defaults (4-level U-Net, instance norm), LR ``--lr``. Both use the paired objective
+(GAN + ``--lambda_L1`` x L1); the RevGAN trains both directions (its inverse direction is x2
+downsampling).
 
 Columns: PSNR, SSIM (3D, 11-voxel Gaussian window) and MAE in [-1, 1] units on the held-out
 region, inside the brain mask (nilearn's MNI152 brain mask; SSIM: mean of the SSIM map over
