@@ -327,7 +327,8 @@ def markdown(results: dict) -> str:
         f"Held-out region translated with sliding windows ({s.get('window', s['patch'])}³, "
         "overlap 0.5, Gaussian blend). linear_filter: a 3³ filter of the models' input "
         "fitted by least squares on the training part's brain voxels (the best linear "
-        "deblurring).",
+        "deblurring inside the brain; fitted there only, so its whole-region scores are "
+        "not comparable).",
         "",
         f"Machine: {m['cpu']}, torch {m['torch']}, {m['threads']} thread(s); load average "
         f"{results['loadavg_start']} at start, {results['loadavg_end']} at end (a shared "
