@@ -413,7 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=4, help="couplings of the RevGAN core")
     p.add_argument("--lr", type=float, default=2e-4, help="pix2pix3d learning rate")
     p.add_argument("--rev_lr", type=float, default=3e-4,
-                   help="paired_revgan3d learning rate (default 3e-4; 1e-3 oscillates)")
+                   help="paired_revgan3d learning rate (default 3e-4; was 1e-3, which "
+                        "collapsed mid-run in pilots: docs/quality.md)")
     p.add_argument("--lambda_L1", type=float, default=1000.0,
                    help="L1 weight of the paired objective (GAN weight 1), both models; "
                         "1000: the 3D demo's measured setting (lower MAE than 100)")

@@ -102,3 +102,11 @@ def test_linear_filter_recovers_a_linear_degradation():
                                   + 0.3).astype(np.float32)}
     got = sr3d.linear_filter(parts["train"], parts["test"])
     np.testing.assert_allclose(got, parts["test"]["target"], atol=1e-4)
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--window", "24"], ["--window", "0"]])
+def test_bad_batch_or_window_is_a_user_error(argv):
+    from revgan.errors import UserError
+
+    with pytest.raises(UserError):
+        sr3d.parse_args(argv)
