@@ -216,7 +216,7 @@ def make_config(run: str, args: argparse.Namespace, is_train: bool = True):
                   n_epochs_decay=max(1, args.iterations - half), lr=args.lr, overlap=0.5,
                   lambda_L1=args.lambda_L1, beta1=args.beta1)
     if model == "paired_revgan3d":
-        # --recompute_stages off: at these patch sizes memory is no concern, time is
+        # at these patch sizes memory is no concern, time is: nothing is recomputed
         values.update(netG=f"edsrF_{args.depth}", norm="none", init_type="kaiming",
                       n_downsampling=0, lr=args.rev_lr, recompute_stages="off",
                       keep_blocks=args.depth)
@@ -314,17 +314,17 @@ def markdown(results: dict) -> str:
         "# 3D x2 super-resolution: smoke run on a generated phantom (--quick)",
         "",
         f"Volume {results['data']['source']}, {'x'.join(map(str, results['data']['shape']))} "
-        f"voxels, [-1, 1] units. Input: 2x2x2 average, {s.get('input_upsampling', 'trilinear')} "
+        f"voxels, [-1, 1] units. Input: 2x2x2 average, {s['input_upsampling']} "
         "back. Training patches from "
         f"axis-{SPLIT_AXIS} slices {results['data']['train_range']}, held-out region "
         f"{results['data']['test_range']} ({results['data']['gap']}-slice gap; the "
         "degradation reaches 3 voxels, so no leakage). Patch "
-        f"{s['patch']}³, batch {s.get('batch', 1)}, {s['iterations']} iterations per model "
+        f"{s['patch']}³, batch {s['batch']}, {s['iterations']} iterations per model "
         f"(constant LR, then linear decay over the second half; Adam beta1 "
-        f"{s.get('beta1', 0.5)}), ngf {s['ngf']}, ndf {s['ndf']}; paired_revgan3d: "
+        f"{s['beta1']}), ngf {s['ngf']}, ndf {s['ndf']}; paired_revgan3d: "
         f"edsrF_{s['depth']}, no norm, He init, full-resolution core, LR {s['rev_lr']}; "
         f"pix2pix3d: registry defaults, LR {s['lr']}; both: GAN + {s['lambda_L1']:g} x L1. "
-        f"Held-out region translated with sliding windows ({s.get('window', s['patch'])}³, "
+        f"Held-out region translated with sliding windows ({s['window']}³, "
         "overlap 0.5, Gaussian blend). linear_filter: a 3³ filter of the models' input "
         "fitted by least squares on the training part's brain voxels (the best linear "
         "deblurring inside the brain; fitted there only, so its whole-region scores are "
